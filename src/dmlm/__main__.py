@@ -1,0 +1,5 @@
+import sys
+
+from dmlm.cli import main
+
+sys.exit(main())

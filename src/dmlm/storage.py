@@ -1,0 +1,137 @@
+"""On-disk formats shared by every stage: ragged arrays, tables and atomic writes.
+
+A *ragged array* holds many variable-length items (utterances, token sequences) in two files:
+``<prefix>.npy`` (all items concatenated along axis 0) and ``<prefix>.offsets.npy`` (int64, length
+n_items + 1; item i is ``data[offsets[i]:offsets[i + 1]]``). Both are plain ``.npy`` files, so a
+split of a million utterances is two files that memory-map, not a million small files.
+
+Every writer here writes to a temporary name in the same folder and renames when complete, so an
+interrupted job never leaves a file that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DATA_SUFFIX = ".npy"
+OFFSETS_SUFFIX = ".offsets.npy"
+
+
+def ragged_paths(prefix: str | os.PathLike) -> tuple[Path, Path]:
+    """The two files of the ragged array at ``prefix`` (data, offsets)."""
+    prefix = Path(prefix)
+    return prefix.with_name(prefix.name + DATA_SUFFIX), prefix.with_name(prefix.name + OFFSETS_SUFFIX)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+
+def save_ragged(prefix: str | os.PathLike, items: Sequence[np.ndarray], dtype=None) -> None:
+    """Write ``items`` (arrays that agree on every axis but the first) as one ragged array."""
+    lengths = np.array([len(x) for x in items], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    if len(items):
+        data = np.concatenate([np.asarray(x) for x in items], axis=0)
+    else:
+        data = np.zeros((0,), dtype=dtype or np.float32)
+    if dtype is not None:
+        data = data.astype(dtype, copy=False)
+    data_path, offsets_path = ragged_paths(prefix)
+    save_npy(data_path, data)
+    save_npy(offsets_path, offsets)
+
+
+class Ragged(Sequence):
+    """Read access to a ragged array; ``ragged[i]`` is a (memory-mapped) view of item i."""
+
+    def __init__(self, data: np.ndarray, offsets: np.ndarray, source: str = "<memory>"):
+        if offsets.ndim != 1 or len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(data):
+            raise ValueError(f"{source}: offsets do not match the data ({len(data)} rows)")
+        self.data, self.offsets, self.source = data, offsets, source
+
+    @classmethod
+    def load(cls, prefix: str | os.PathLike, mmap: bool = True) -> "Ragged":
+        data_path, offsets_path = ragged_paths(prefix)
+        for p in (data_path, offsets_path):
+            if not p.exists():
+                raise FileNotFoundError(f"ragged array file missing: {p}")
+        data = np.load(data_path, mmap_mode="r" if mmap else None)
+        offsets = np.load(offsets_path)
+        return cls(data, offsets, source=str(data_path))
+
+    @classmethod
+    def from_items(cls, items: Sequence[np.ndarray]) -> "Ragged":
+        lengths = [len(x) for x in items]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        data = np.concatenate([np.asarray(x) for x in items]) if items else np.zeros(0)
+        return cls(data, offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"item {i} out of range for {self.source} ({len(self)} items)")
+        return self.data[self.offsets[i] : self.offsets[i + 1]]
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def write_table(path: str | os.PathLike, rows: pd.DataFrame | Iterable[dict]) -> None:
+    """Write a tab-separated table atomically (``.csv`` paths get commas)."""
+    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    sep = "," if str(path).endswith(".csv") else "\t"
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, sep=sep, index=False)
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"table missing: {path}")
+    sep = "," if path.suffix == ".csv" else "\t"
+    # keep_default_na=False: an empty OCR string stays "" instead of becoming NaN
+    return pd.read_csv(path, sep=sep, keep_default_na=False, dtype={"id": str})
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike):
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"JSON file missing: {path}")
+    return json.loads(path.read_text())
