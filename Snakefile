@@ -1,0 +1,22 @@
+# dmlm-grid: multimodal speech recognition with decoder-only LMs, as an experiment grid.
+# config -> corpus -> noise -> tokens -> runs (train) -> evaluation -> report
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "workflow_config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/corpus.smk"
+include: "rules/noise.smk"
+include: "rules/tokens.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        all_reports(),

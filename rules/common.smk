@@ -1,0 +1,95 @@
+# Shared helpers: config validation, the grid, paths, and the code fingerprint of each stage.
+import hashlib
+import sys
+import json
+from pathlib import Path
+
+from dmlm.config import validate_config
+from dmlm.errors import DmlmError
+from dmlm import grid
+
+try:
+    validate_config(config)
+except DmlmError as err:
+    raise WorkflowError(str(err)) from None
+
+DATASET = config["corpus"]["dataset"]
+EVALS = grid.evals_table(config)
+RUNS = grid.runs_table(config)
+PACKAGE = Path(workflow.basedir) / "src" / "dmlm"
+
+
+wildcard_constraints:
+    dataset=DATASET,
+    split="train|val|test",
+    cond=r"clean|snr-?\d+|mix-[A-Za-z0-9_-]+",
+    noisy_cond=r"snr-?\d+|mix-[A-Za-z0-9_-]+",
+    run="|".join(RUNS["run"]) if len(RUNS) else "NONE",
+    study="|".join(config["studies"]),
+    modality="lips|image",
+    field="transcript|ocr",
+
+
+def as_json(obj):
+    """Params are passed to `dmlm` as one JSON string: Snakemake records it, so a change reruns."""
+    return json.dumps(obj, sort_keys=True)
+
+
+def code_version(*files):
+    """Fingerprint of the package sources a rule runs (Snakemake does not track imported modules).
+
+    Lists files relative to src/dmlm; storage.py (the file formats) is part of every stage."""
+    digest = hashlib.sha256()
+    for name in sorted({"storage.py", *files}):
+        digest.update(name.encode())
+        digest.update((PACKAGE / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def dmlm_cmd(command):
+    """The CLI a rule runs, with the rule's settings and threads."""
+    return f"{sys.executable} -m dmlm {command} --settings {{params.settings:q}} --threads {{threads}}"
+
+
+def corpus_dir(split):
+    return f"results/corpus/{DATASET}/{split}"
+
+
+def ragged(prefix):
+    return multiext(prefix, ".npy", ".offsets.npy")
+
+
+def token_prefix(modality, split, cond):
+    if modality == "audio":
+        encoder = config["tokens"]["audio"]["encoder"]
+        return f"results/tokens/{DATASET}/audio/{encoder}/{cond}/{split}"
+    if modality in ("ocr", "transcript"):
+        return f"results/tokens/{DATASET}/{modality}/text/{split}"
+    encoder = config["tokens"][modality]["encoder"]
+    return f"results/tokens/{DATASET}/{modality}/{encoder}/{split}"
+
+
+def run_streams(run, split, cond):
+    """Token arrays a run reads for one split: its modalities, then the transcript."""
+    modalities = grid.modality_names(grid.parse_run_name(run)["modalities"])
+    return {name: token_prefix(name, split, cond) for name in [*modalities, "transcript"]}
+
+
+def run_train_cond(run):
+    return grid.train_cond(config, grid.parse_run_name(run)["train_noise"])
+
+
+def stream_args(streams_by_split):
+    return " ".join(
+        f"--stream {split}:{name}={prefix}"
+        for split, streams in streams_by_split.items()
+        for name, prefix in streams.items()
+    )
+
+
+def all_reports():
+    return expand(
+        "results/report/{study}/{name}",
+        study=list(config["studies"]),
+        name=["wer.csv", "rb.csv", "table.md", "rb.png"],
+    )

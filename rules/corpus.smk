@@ -1,0 +1,57 @@
+# Corpus: the 3-Equations generator (speech, lip video, image), then OCR of the images' pixels.
+
+
+rule corpus:
+    output:
+        manifest="results/corpus/{dataset}/{split}/manifest.tsv",
+        audio=ragged("results/corpus/{dataset}/{split}/audio"),
+        lips=ragged("results/corpus/{dataset}/{split}/lips"),
+        images="results/corpus/{dataset}/{split}/images.npy",
+    params:
+        n=lambda wildcards: config["corpus"]["splits"][wildcards.split],
+        settings=lambda wildcards: as_json(
+            {
+                "seed": config["seed"],
+                **{k: config["corpus"][k] for k in ("image", "speech", "lips")},
+            }
+        ),
+        code=code_version(
+            "corpus/equations.py",
+            "corpus/image.py",
+            "corpus/speech.py",
+            "corpus/lips.py",
+            "corpus/build.py",
+        ),
+    log:
+        "results/logs/corpus/{dataset}/{split}.log",
+    benchmark:
+        "results/benchmarks/corpus/{dataset}/{split}.tsv"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        dmlm_cmd("corpus") + " --split {wildcards.split} --n {params.n}"
+        " --out-dir results/corpus/{wildcards.dataset}/{wildcards.split} > {log} 2>&1"
+
+
+rule ocr:
+    input:
+        images="results/corpus/{dataset}/{split}/images.npy",
+        manifest="results/corpus/{dataset}/{split}/manifest.tsv",
+    output:
+        "results/corpus/{dataset}/{split}/ocr.tsv",
+    params:
+        settings=as_json(config["corpus"]["ocr"]),
+        code=code_version("corpus/ocr.py"),
+    log:
+        "results/logs/ocr/{dataset}/{split}.log",
+    benchmark:
+        "results/benchmarks/ocr/{dataset}/{split}.tsv"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        dmlm_cmd("ocr") + " --images {input.images} --manifest {input.manifest}"
+        " --out {output} > {log} 2>&1"

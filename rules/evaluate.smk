@@ -1,0 +1,45 @@
+# Evaluation: greedy decoding of the test split at one test condition; WER with jiwer.
+
+EVAL_CODE = [
+    *TRAIN_CODE,
+    "model/decode.py",
+    "evaluation/wer.py",
+    "evaluation/cli.py",
+]
+
+
+def eval_streams(wildcards):
+    return run_streams(wildcards.run, "test", wildcards.cond)
+
+
+def eval_inputs(wildcards):
+    return [f for prefix in eval_streams(wildcards).values() for f in ragged(prefix)]
+
+
+rule evaluate:
+    input:
+        checkpoint="results/runs/{run}/checkpoint.pt",
+        tokens=eval_inputs,
+        tokenizer=f"results/tokens/{DATASET}/text/tokenizer.json",
+        manifest=f"results/corpus/{DATASET}/test/manifest.tsv",
+    output:
+        hyps="results/runs/{run}/eval/{cond}/hyps.tsv",
+        wer="results/runs/{run}/eval/{cond}/wer.json",
+    params:
+        settings=as_json(config["evaluation"]),
+        streams=lambda wildcards: " ".join(
+            f"--stream {name}={prefix}" for name, prefix in eval_streams(wildcards).items()
+        ),
+        code=code_version(*EVAL_CODE),
+    log:
+        "results/logs/evaluate/{run}/{cond}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{run}/{cond}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        dmlm_cmd("evaluate") + " --checkpoint {input.checkpoint} {params.streams}"
+        " --tokenizer {input.tokenizer} --manifest {input.manifest}"
+        " --out-dir results/runs/{wildcards.run}/eval/{wildcards.cond} > {log} 2>&1"

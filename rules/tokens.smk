@@ -1,0 +1,150 @@
+# Tokens: codebooks fitted once on the clean training split, then every split (and, for audio,
+# every noise condition) encoded to unit ids; OCR and transcripts through a text tokenizer.
+
+TOKEN_CODE = [
+    "tokens/__init__.py",
+    "tokens/codebook.py",
+    "tokens/audio.py",
+    "tokens/lips.py",
+    "tokens/image.py",
+    "tokens/cli.py",
+]
+
+
+def media_path(kind, split, cond="clean"):
+    """What the CLI reads: a ragged prefix (audio, lips) or an .npy file (images)."""
+    if kind == "image":
+        return f"{corpus_dir(split)}/images.npy"
+    if kind == "audio" and cond != "clean":
+        return f"results/audio/{DATASET}/{cond}/{split}"
+    return f"{corpus_dir(split)}/{kind}"
+
+
+def media_files(kind, split, cond="clean"):
+    path = media_path(kind, split, cond)
+    return path if kind == "image" else ragged(path)
+
+
+rule fit_codebook:
+    input:
+        lambda wildcards: media_files(wildcards.kind, "train"),
+    output:
+        "results/codebooks/{dataset}/{kind}/{encoder}.npz",
+    wildcard_constraints:
+        kind="audio|lips|image",
+    params:
+        settings=lambda wildcards: as_json(
+            {
+                "seed": config["seed"],
+                "sample_rate": config["corpus"]["speech"]["sample_rate"],
+                **config["tokens"][wildcards.kind],
+            }
+        ),
+        media=lambda wildcards: media_path(wildcards.kind, "train"),
+        code=code_version(*TOKEN_CODE),
+    log:
+        "results/logs/fit_codebook/{dataset}/{kind}/{encoder}.log",
+    benchmark:
+        "results/benchmarks/fit_codebook/{dataset}/{kind}/{encoder}.tsv"
+    threads: 2
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    shell:
+        dmlm_cmd("fit-codebook") + " --modality {wildcards.kind} --media {params.media}"
+        " --out {output} > {log} 2>&1"
+
+
+rule encode_audio:
+    input:
+        codebook="results/codebooks/{dataset}/audio/{encoder}.npz",
+        media=lambda wildcards: media_files("audio", wildcards.split, wildcards.cond),
+    output:
+        ragged("results/tokens/{dataset}/audio/{encoder}/{cond}/{split}"),
+    params:
+        settings=as_json({}),
+        media=lambda wildcards: media_path("audio", wildcards.split, wildcards.cond),
+        code=code_version(*TOKEN_CODE),
+    log:
+        "results/logs/encode/{dataset}/audio/{encoder}/{cond}/{split}.log",
+    benchmark:
+        "results/benchmarks/encode/{dataset}/audio/{encoder}/{cond}/{split}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    shell:
+        dmlm_cmd("encode") + " --modality audio --codebook {input.codebook} --media {params.media}"
+        " --out-prefix results/tokens/{wildcards.dataset}/audio/{wildcards.encoder}/{wildcards.cond}/{wildcards.split}"
+        " > {log} 2>&1"
+
+
+rule encode_visual:
+    input:
+        codebook="results/codebooks/{dataset}/{modality}/{encoder}.npz",
+        media=lambda wildcards: media_files(wildcards.modality, wildcards.split),
+    output:
+        ragged("results/tokens/{dataset}/{modality}/{encoder}/{split}"),
+    params:
+        settings=as_json({}),
+        media=lambda wildcards: media_path(wildcards.modality, wildcards.split),
+        code=code_version(*TOKEN_CODE),
+    log:
+        "results/logs/encode/{dataset}/{modality}/{encoder}/{split}.log",
+    benchmark:
+        "results/benchmarks/encode/{dataset}/{modality}/{encoder}/{split}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    shell:
+        dmlm_cmd("encode") + " --modality {wildcards.modality} --codebook {input.codebook}"
+        " --media {params.media}"
+        " --out-prefix results/tokens/{wildcards.dataset}/{wildcards.modality}/{wildcards.encoder}/{wildcards.split}"
+        " > {log} 2>&1"
+
+
+rule text_tokenizer:
+    input:
+        manifest="results/corpus/{dataset}/train/manifest.tsv",
+        ocr="results/corpus/{dataset}/train/ocr.tsv",
+    output:
+        "results/tokens/{dataset}/text/tokenizer.json",
+    params:
+        settings=as_json(config["tokens"]["text"]),
+        code=code_version("tokens/text.py"),
+    log:
+        "results/logs/text_tokenizer/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    shell:
+        dmlm_cmd("text-tokenizer") + " --manifest {input.manifest} --ocr {input.ocr}"
+        " --out {output} > {log} 2>&1"
+
+
+def text_table(wildcards):
+    name = "manifest.tsv" if wildcards.field == "transcript" else "ocr.tsv"
+    return f"{corpus_dir(wildcards.split)}/{name}"
+
+
+rule encode_text:
+    input:
+        tokenizer="results/tokens/{dataset}/text/tokenizer.json",
+        table=text_table,
+    output:
+        ragged("results/tokens/{dataset}/{field}/text/{split}"),
+    params:
+        settings=as_json({}),
+        code=code_version("tokens/text.py"),
+    log:
+        "results/logs/encode_text/{dataset}/{field}/{split}.log",
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    shell:
+        dmlm_cmd("encode-text") + " --tokenizer {input.tokenizer} --table {input.table}"
+        " --column {wildcards.field} --out-prefix results/tokens/{wildcards.dataset}/{wildcards.field}/text/{wildcards.split}"
+        " > {log} 2>&1"

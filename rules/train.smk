@@ -1,0 +1,45 @@
+# Training: one DMLM per run. Resumable state lives in results/runs/{run}/state/, which is not a
+# declared output, so Snakemake does not delete it before a retry.
+
+TRAIN_CODE = [
+    "model/vocab.py",
+    "model/sequence.py",
+    "model/backbone.py",
+    "model/checkpoint.py",
+    "model/train.py",
+    "model/cli.py",
+]
+
+
+def train_streams(wildcards):
+    cond = run_train_cond(wildcards.run)
+    return {split: run_streams(wildcards.run, split, cond) for split in ("train", "val")}
+
+
+def train_inputs(wildcards):
+    prefixes = [p for streams in train_streams(wildcards).values() for p in streams.values()]
+    return [f for prefix in prefixes for f in ragged(prefix)]
+
+
+rule train:
+    input:
+        tokens=train_inputs,
+        tokenizer=f"results/tokens/{DATASET}/text/tokenizer.json",
+    output:
+        checkpoint="results/runs/{run}/checkpoint.pt",
+        log="results/runs/{run}/train_log.tsv",
+    params:
+        settings=lambda wildcards: as_json(grid.run_settings(config, wildcards.run)),
+        streams=lambda wildcards: stream_args(train_streams(wildcards)),
+        code=code_version(*TRAIN_CODE),
+    log:
+        "results/logs/train/{run}.log",
+    benchmark:
+        "results/benchmarks/train/{run}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=60,
+    shell:
+        dmlm_cmd("train") + " {params.streams} --tokenizer {input.tokenizer}"
+        " --out-dir results/runs/{wildcards.run} > {log} 2>&1"

@@ -1,0 +1,100 @@
+"""Load and check a workflow config: the JSON schema first, then the references between sections.
+
+Both checks run when Snakemake parses the workflow, so a bad value stops the run before any job
+starts, with a message that names the key (for example ``studies.modalities.test_snrs[1]``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from dmlm.errors import DmlmError
+
+SCHEMA_PATH = Path(__file__).parent / "schema" / "config.schema.yaml"
+
+
+def key_path(parts) -> str:
+    """['studies', 'a', 'test_snrs', 1] -> 'studies.a.test_snrs[1]'."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def check_schema(config: dict) -> None:
+    validator = jsonschema.Draft202012Validator(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for err in errors[:10]:
+            # oneOf failures: say what each alternative wanted, not just "not valid under any"
+            detail = err.message
+            if err.context:
+                detail += " (" + "; ".join(sorted({c.message for c in err.context})) + ")"
+            lines.append(f"config key {key_path(err.absolute_path)}: {detail}")
+        more = f"\n(and {len(errors) - 10} more)" if len(errors) > 10 else ""
+        raise DmlmError("invalid workflow config:\n  " + "\n  ".join(lines) + more)
+
+
+def check_references(config: dict) -> None:
+    """Names a study uses must exist in the sections that define them."""
+    problems = []
+    for study, spec in config["studies"].items():
+        for axis, section, where in (
+            ("backbone", config["backbones"], "backbones"),
+            ("loss_weights", config["loss_weights"], "loss_weights"),
+            ("train_noise", config["noise"]["train_noise"], "noise.train_noise"),
+        ):
+            for name in spec[axis]:
+                if name not in section:
+                    problems.append(
+                        f"config key studies.{study}.{axis}: '{name}' is not defined under {where} "
+                        f"(defined: {', '.join(sorted(section))})"
+                    )
+        for modset in spec["modalities"]:
+            letters = modset.split("+")
+            if len(set(letters)) != len(letters):
+                problems.append(f"config key studies.{study}.modalities: '{modset}' repeats a modality")
+    for name, backbone in config["backbones"].items():
+        if backbone["hidden"] % backbone["heads"]:
+            problems.append(
+                f"config key backbones.{name}.heads: hidden size {backbone['hidden']} is not "
+                f"divisible by {backbone['heads']} heads"
+            )
+        pretrained = backbone.get("pretrained")
+        if pretrained and not (Path(pretrained) / "config.json").is_file():
+            problems.append(
+                f"config key backbones.{name}.pretrained: {pretrained} is not a model folder "
+                "(expected a config.json and weights saved by save_pretrained)"
+            )
+    bank = config["noise"]["bank"]
+    if "path" in bank and not Path(bank["path"]).is_dir():
+        problems.append(f"config key noise.bank.path: {bank['path']} is not a folder")
+    if problems:
+        raise DmlmError("invalid workflow config:\n  " + "\n  ".join(problems))
+
+
+def validate_config(config: dict) -> dict:
+    check_schema(config)
+    check_references(config)
+    return config
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DmlmError(f"config file not found: {path}")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise DmlmError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(config, dict):
+        raise DmlmError(f"{path}: expected a mapping of config keys at the top level")
+    return validate_config(config)

@@ -1,0 +1,32 @@
+"""`dmlm evaluate`: decode a run's test split at one condition and score it."""
+
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    from dmlm.cli import add_common_args
+
+    p = subparsers.add_parser("evaluate", help="greedy-decode the test split and compute WER")
+    add_common_args(p)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--stream", action="append", default=[], metavar="NAME=PREFIX",
+                   help="test token array per modality (repeat)")
+    p.add_argument("--tokenizer", required=True)
+    p.add_argument("--manifest", required=True, help="test manifest.tsv (references)")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=run)
+
+
+def run(args) -> None:
+    from dmlm.errors import DmlmError
+    from dmlm.evaluation.wer import evaluate_run
+
+    streams = {}
+    for item in args.stream:
+        name, sep, prefix = item.partition("=")
+        if not sep:
+            raise DmlmError(f"--stream {item!r}: expected NAME=PREFIX")
+        streams[name] = prefix
+    result = evaluate_run(args.checkpoint, streams, args.tokenizer, args.manifest, args.out_dir, args.settings)
+    print(f"WER {result['wer']:.4f} over {result['utterances']} utterances "
+          f"({result['utterances_per_s']:.1f} utterances/s)")

@@ -1,0 +1,109 @@
+"""The experiment grid: which training runs and which evaluations a config asks for.
+
+A *run* is one trained model, named by its axis values so that ``results/runs/`` reads like the
+grid: ``{modalities}.{train_noise}.{backbone}.{loss_weights}.s{seed}``, e.g.
+``A+O.mix.opt-small.paper.s0``. Every axis value is a name defined in the config (the values
+behind the names are passed to the rules as params, so editing them reruns the runs that use
+them). A run shared by two studies appears once. An *evaluation* is a run at one test condition.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pandas as pd
+
+MODALITY_OF_LETTER = {"A": "audio", "L": "lips", "I": "image", "O": "ocr"}
+RUN_AXES = ("modalities", "train_noise", "backbone", "loss_weights", "seed")
+AUDIO_ONLY = "A"
+
+
+def modality_names(modset: str) -> list[str]:
+    """'A+O' -> ['audio', 'ocr'] (input order as written)."""
+    return [MODALITY_OF_LETTER[letter] for letter in modset.split("+")]
+
+
+def cond_of_snr(snr) -> str:
+    """A test SNR from the config (int or 'clean') as an audio-condition name."""
+    return "clean" if snr == "clean" else f"snr{int(snr)}"
+
+
+def snr_of_cond(cond: str):
+    return "clean" if cond == "clean" else int(cond.removeprefix("snr"))
+
+
+def train_cond(config: dict, recipe: str) -> str:
+    """Audio condition of a training-noise recipe; a recipe that adds no noise is just clean."""
+    spec = config["noise"]["train_noise"][recipe]
+    return "clean" if spec["fraction_noisy"] == 0 or not spec["snrs"] else f"mix-{recipe}"
+
+
+def run_name(modalities: str, train_noise: str, backbone: str, loss_weights: str, seed: int) -> str:
+    return f"{modalities}.{train_noise}.{backbone}.{loss_weights}.s{int(seed)}"
+
+
+def parse_run_name(run: str) -> dict:
+    modalities, train_noise, backbone, loss_weights, seed = run.split(".")
+    return dict(
+        modalities=modalities,
+        train_noise=train_noise,
+        backbone=backbone,
+        loss_weights=loss_weights,
+        seed=int(seed.removeprefix("s")),
+    )
+
+
+def evals_table(config: dict) -> pd.DataFrame:
+    """One row per (study, run, test condition), with the run's axis values as columns."""
+    rows = []
+    for study, spec in config["studies"].items():
+        for modset, noise, backbone, weights, seed, snr in itertools.product(
+            spec["modalities"],
+            spec["train_noise"],
+            spec["backbone"],
+            spec["loss_weights"],
+            range(spec["seeds"]),
+            spec["test_snrs"],
+        ):
+            rows.append(
+                dict(
+                    study=study,
+                    run=run_name(modset, noise, backbone, weights, seed),
+                    modalities=modset,
+                    train_noise=noise,
+                    backbone=backbone,
+                    loss_weights=weights,
+                    seed=seed,
+                    snr=snr,
+                    cond=cond_of_snr(snr),
+                )
+            )
+    return pd.DataFrame(rows)
+
+
+def runs_table(config: dict) -> pd.DataFrame:
+    """One row per distinct training run over all studies."""
+    evals = evals_table(config)
+    return evals.drop_duplicates("run")[["run", *RUN_AXES]].reset_index(drop=True)
+
+
+def run_settings(config: dict, run: str) -> dict:
+    """Exactly the config values that training `run` depends on (the train rule's params)."""
+    axes = parse_run_name(run)
+    modalities = modality_names(axes["modalities"])
+    tokens = config["tokens"]
+    return dict(
+        modalities=modalities,
+        vocab={m: tokens[m]["n_units"] for m in modalities if m in ("audio", "lips", "image")},
+        backbone_name=axes["backbone"],
+        backbone=config["backbones"][axes["backbone"]],
+        loss_weights_name=axes["loss_weights"],
+        # only the weights of the modalities this run reads, so editing another one reruns nothing
+        loss_weights={
+            k: v
+            for k, v in config["loss_weights"][axes["loss_weights"]].items()
+            if k in (*modalities, "transcript")
+        },
+        training=config["training"],
+        seed=axes["seed"],
+    )

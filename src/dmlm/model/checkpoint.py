@@ -1,0 +1,56 @@
+"""The final model file ``runs/{run}/checkpoint.pt``: everything needed to decode, nothing else.
+
+Contents (a plain dict, loadable with ``torch.load(weights_only=True)``): ``format``, ``family``,
+``config`` (the transformers config as JSON text), ``state_dict``, ``layout``
+(``VocabLayout.to_dict()``) and ``settings`` (the run's settings). The model is rebuilt from the
+config with the family's transformers classes; no pretrained folder is needed at load time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dmlm.errors import DmlmError
+from dmlm.model.backbone import get_family
+from dmlm.model.vocab import VocabLayout
+from dmlm.storage import atomic_path
+
+FORMAT = "dmlm-checkpoint-1"
+
+
+def save(path, model, layout: VocabLayout, settings: dict) -> None:
+    import torch
+
+    family = settings.get("backbone", {}).get("family", "opt")
+    blob = {
+        "format": FORMAT,
+        "family": family,
+        "config": model.config.to_json_string(use_diff=False),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "layout": layout.to_dict(),
+        "settings": json.loads(json.dumps(settings)),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+
+
+def load(path):
+    """(model in eval mode on CPU, layout, settings) of a checkpoint written by ``save``."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise DmlmError(f"checkpoint missing: {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise DmlmError(f"cannot read checkpoint {path}: {err}") from err
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise DmlmError(f"{path} is not a dmlm checkpoint (format {FORMAT})")
+    family = get_family(blob["family"], blob["settings"].get("backbone_name", "?"))
+    config = family.config_class().from_dict(json.loads(blob["config"]))
+    model = family.model_class()(config)
+    model.load_state_dict(blob["state_dict"])
+    model.eval()
+    return model, VocabLayout.from_dict(blob["layout"]), blob["settings"]

@@ -1,0 +1,472 @@
+"""Train one DMLM run: assembled multimodal sequences -> a small causal LM (nanoGPT-style loop).
+
+``train_run`` reads ragged token streams, assembles every utterance (``sequence.assemble``),
+checks lengths against the backbone, and trains with AdamW, linear warm-up then cosine decay to
+``min_lr_ratio * lr``, and gradient clipping. The loss of a batch is
+``sum(weight * CE) / sum(weight)`` over its target positions (padding weighs 0).
+
+Files in ``out_dir``:
+
+- ``train_log.tsv``: one row at step 0 and every ``eval_every`` steps and at the end: ``step``,
+  ``train_loss`` (mean since the previous row), ``val_loss`` (the weighted loss),
+  ``val_transcript_loss`` (plain CE over transcript tokens and ``</s>``), ``lr``,
+  ``tokens_per_s`` (non-pad tokens per second of training since the previous row) and
+  ``elapsed_s`` (wall time, summed over resumed attempts).
+- ``state/last.pt``: written every ``eval_every`` steps (model, optimizer, step, RNG states, data
+  position, log rows). A rerun with the same settings and data resumes from it, bit-exactly: the
+  batch order is a pure function of (seed, step) and all RNG states are restored. A state from
+  other settings or data is ignored (a note goes to stderr). It is deleted once
+  ``checkpoint.pt`` is written.
+- ``checkpoint.pt``: the final model (``checkpoint.save``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from dmlm.errors import DmlmError
+from dmlm.model import backbone as backbones
+from dmlm.model import checkpoint
+from dmlm.model.sequence import assemble, check_lengths, sequence_length
+from dmlm.model.vocab import PAD, TEXT, VocabLayout, text_vocab_size
+from dmlm.storage import Ragged, atomic_path, write_table
+
+STATE_FORMAT = "dmlm-train-state-1"
+LOG_COLUMNS = ["step", "train_loss", "val_loss", "val_transcript_loss", "lr", "tokens_per_s", "elapsed_s"]
+CHUNK_BATCHES = 50  # length bucketing: sort by length within chunks of this many batches
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1200
+    batch_size: int = 8
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0  # 0 turns clipping off
+    eval_every: int = 100
+    val_batches: int = 8
+    seed: int = 0
+
+    @classmethod
+    def from_settings(cls, training: dict, seed: int) -> "TrainConfig":
+        """From the config's ``training`` section (every key but ``seed`` required) and the run seed."""
+        names = {f.name for f in fields(cls)} - {"seed"}
+        values = {}
+        for key in training:
+            if key not in names:
+                raise DmlmError(f"training.{key}: unknown key")
+        for f in fields(cls):
+            if f.name == "seed":
+                continue
+            if f.name not in training:
+                raise DmlmError(f"training.{f.name} is missing")
+            kind = int if f.type in ("int", int) else float
+            try:
+                value = kind(training[f.name])
+            except (TypeError, ValueError):
+                raise DmlmError(f"training.{f.name}: expected a number, got {training[f.name]!r}") from None
+            if kind is int and value != training[f.name]:
+                raise DmlmError(f"training.{f.name}: expected an integer, got {training[f.name]!r}")
+            values[f.name] = value
+        cfg = cls(**values, seed=int(seed))
+        for key in ("max_steps", "batch_size", "eval_every", "val_batches", "lr"):
+            if not getattr(cfg, key) > 0:
+                raise DmlmError(f"training.{key} must be positive, got {getattr(cfg, key)}")
+        for key in ("warmup_steps", "weight_decay", "grad_clip"):
+            if not getattr(cfg, key) >= 0:
+                raise DmlmError(f"training.{key} must be >= 0, got {getattr(cfg, key)}")
+        if not 0.0 <= cfg.min_lr_ratio <= 1.0:
+            raise DmlmError(f"training.min_lr_ratio must be in [0, 1], got {cfg.min_lr_ratio}")
+        return cfg
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of (1-based) ``step``: linear warm-up, then cosine to min_lr_ratio * lr."""
+        if step <= self.warmup_steps:
+            return self.lr * step / self.warmup_steps
+        min_lr = self.lr * self.min_lr_ratio
+        ratio = (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps)
+        return min_lr + 0.5 * (1.0 + math.cos(math.pi * min(1.0, ratio))) * (self.lr - min_lr)
+
+
+# -- settings ---------------------------------------------------------------------------------
+def check_loss_weights(loss_weights: dict, modalities, set_name: str = "<set>") -> dict[str, float]:
+    """The weights the run needs (its modalities and ``transcript``), as floats >= 0."""
+    out = {}
+    for key in [*modalities, "transcript"]:
+        if key not in loss_weights:
+            raise DmlmError(f"loss_weights.{set_name}.{key} is missing")
+        try:
+            value = float(loss_weights[key])
+        except (TypeError, ValueError):
+            raise DmlmError(f"loss_weights.{set_name}.{key}: expected a number, got {loss_weights[key]!r}") from None
+        if not (math.isfinite(value) and value >= 0):
+            raise DmlmError(f"loss_weights.{set_name}.{key} must be a number >= 0, got {loss_weights[key]!r}")
+        out[key] = value
+    if not any(out.values()):
+        raise DmlmError(f"loss_weights.{set_name}: all weights are 0, nothing to train")
+    return out
+
+
+def _require(settings: dict, key: str):
+    if key not in settings:
+        raise DmlmError(f"settings: missing key {key!r}")
+    return settings[key]
+
+
+# -- data -------------------------------------------------------------------------------------
+@dataclass
+class Sequences:
+    """All assembled sequences of one split."""
+
+    ids: list[np.ndarray]
+    weights: list[np.ndarray]
+    text_start: np.ndarray  # first transcript position (just after <text>) of each sequence
+    lengths: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def load_streams(split: str, prefixes: dict[str, str], layout: VocabLayout) -> dict[str, Ragged]:
+    needed = [*layout.modalities, "transcript"]
+    for name in prefixes:
+        if name not in needed:
+            raise DmlmError(f"stream {split}:{name} given, but the run uses only {', '.join(needed)}")
+    out = {}
+    for name in needed:
+        if name not in prefixes:
+            raise DmlmError(f"stream {split}:{name} is missing (the run uses {', '.join(needed)})")
+        try:
+            out[name] = Ragged.load(prefixes[name])
+        except (FileNotFoundError, ValueError) as err:
+            raise DmlmError(f"stream {split}:{name}: {err}") from err
+    counts = {name: len(r) for name, r in out.items()}
+    if len(set(counts.values())) != 1:
+        raise DmlmError(f"streams of split {split} disagree on the number of utterances: {counts}")
+    if next(iter(counts.values())) == 0:
+        raise DmlmError(f"split {split} has no utterances")
+    return out
+
+
+def assemble_split(streams: dict[str, Ragged], layout: VocabLayout, loss_weights: dict) -> Sequences:
+    n = len(streams["transcript"])
+    ids, weights, text_start = [], [], []
+    for i in range(n):
+        x, w = assemble({name: r[i] for name, r in streams.items()}, layout, loss_weights)
+        ids.append(x)
+        weights.append(w)
+        text_start.append(int(np.flatnonzero(x == TEXT)[0]) + 1)
+    lengths = np.array([len(x) for x in ids], dtype=np.int64)
+    return Sequences(ids, weights, np.array(text_start, dtype=np.int64), lengths)
+
+
+def _fingerprint(settings: dict, streams: dict[str, dict[str, Ragged]], text_size: int) -> str:
+    h = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
+    h.update(str(text_size).encode())
+    for split in sorted(streams):
+        for name in sorted(streams[split]):
+            r = streams[split][name]
+            h.update(f"{split}:{name}".encode())
+            h.update(np.ascontiguousarray(r.offsets).tobytes())
+            h.update(np.ascontiguousarray(r.data).tobytes())
+    return h.hexdigest()
+
+
+def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """One epoch's batches: shuffle, sort by length within chunks of CHUNK_BATCHES batches (little
+    padding), shuffle the batches. A pure function of (seed, epoch); ceil(n / batch_size) batches."""
+    rng = np.random.default_rng([seed, 0, epoch])
+    perm = rng.permutation(len(lengths))
+    chunk = batch_size * CHUNK_BATCHES
+    batches = []
+    for s in range(0, len(perm), chunk):
+        c = perm[s : s + chunk]
+        c = c[np.argsort(lengths[c], kind="stable")]
+        batches += [c[i : i + batch_size] for i in range(0, len(c), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+class BatchOrder:
+    """The batch of each (1-based) training step; the data position is a function of the step."""
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+        self.per_epoch = -(-len(lengths) // batch_size)
+        self._epoch, self._batches = None, None
+
+    def position(self, step: int) -> tuple[int, int]:
+        return divmod(step - 1, self.per_epoch)
+
+    def batch(self, step: int) -> np.ndarray:
+        epoch, index = self.position(step)
+        if epoch != self._epoch:
+            self._epoch, self._batches = epoch, epoch_batches(self.lengths, self.batch_size, self.seed, epoch)
+        return self._batches[index]
+
+
+def val_batches(lengths: np.ndarray, batch_size: int, n_batches: int, seed: int) -> list[np.ndarray]:
+    """Fixed validation batches: a seeded sample of n_batches * batch_size utterances (all when fewer),
+    sorted by length."""
+    pick = np.random.default_rng([seed, 1]).permutation(len(lengths))[: n_batches * batch_size]
+    pick = pick[np.argsort(lengths[pick], kind="stable")]
+    return [pick[i : i + batch_size] for i in range(0, len(pick), batch_size)]
+
+
+def collate(seqs: Sequences, idx):
+    """Right-padded (input_ids, weights, transcript_mask) tensors of the utterances ``idx``.
+
+    ``transcript_mask`` marks target positions of transcript tokens and ``</s>``."""
+    import torch
+
+    width = int(seqs.lengths[idx].max())
+    ids = np.full((len(idx), width), PAD, dtype=np.int64)
+    w = np.zeros((len(idx), width), dtype=np.float32)
+    text = np.zeros((len(idx), width), dtype=bool)
+    for row, i in enumerate(idx):
+        n = seqs.lengths[i]
+        ids[row, :n] = seqs.ids[i]
+        w[row, :n] = seqs.weights[i]
+        text[row, seqs.text_start[i] : n] = True
+    return torch.from_numpy(ids), torch.from_numpy(w), torch.from_numpy(text)
+
+
+def token_losses(model, input_ids):
+    """Cross-entropy of every target position (B, L-1): position t predicts input_ids[:, t+1].
+
+    Right padding needs no attention mask: causal attention never lets a real token see the pads
+    after it, and OPT's positions 0..L-1 are then right for every row."""
+    import torch.nn.functional as F
+
+    logits = model(input_ids=input_ids).logits[:, :-1]
+    targets = input_ids[:, 1:]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none")
+    return ce.view(targets.shape)
+
+
+def weighted_loss(model, input_ids, weights):
+    ce = token_losses(model, input_ids)
+    w = weights[:, 1:]
+    return (ce * w).sum() / w.sum().clamp_min(1e-12)
+
+
+def evaluate(model, seqs: Sequences, batches) -> tuple[float, float]:
+    """(weighted loss, transcript-only loss) summed over ``batches`` (token-weighted)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    wsum = wtot = tsum = tcount = 0.0
+    with torch.no_grad():
+        for idx in batches:
+            ids, w, text = collate(seqs, idx)
+            ce = token_losses(model, ids)
+            w, text = w[:, 1:], text[:, 1:]
+            wsum += float((ce * w).sum())
+            wtot += float(w.sum())
+            tsum += float((ce * text).sum())
+            tcount += float(text.sum())
+    model.train(was_training)
+    return wsum / max(wtot, 1e-12), tsum / max(tcount, 1.0)
+
+
+def make_optimizer(model, cfg: TrainConfig):
+    """AdamW; no weight decay on biases, LayerNorms and embeddings (token + position)."""
+    import torch
+
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.dim() < 2 or "embed" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+# -- state ------------------------------------------------------------------------------------
+def _save_state(path: Path, **state) -> None:
+    import torch
+
+    state = {"format": STATE_FORMAT, **state}
+    state["rng"] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_state(path: Path, fingerprint: str):
+    import torch
+
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a torn file cannot happen (atomic), but a foreign one can
+        print(f"dmlm train: ignoring unreadable state {path}: {err}", file=sys.stderr)
+        return None
+    if state.get("format") != STATE_FORMAT or state.get("fingerprint") != fingerprint:
+        print(f"dmlm train: ignoring {path}: it belongs to other settings or data; starting afresh", file=sys.stderr)
+        return None
+    return state
+
+
+# -- the run ----------------------------------------------------------------------------------
+def train_run(
+    settings: dict,
+    streams: dict[str, dict[str, str]],
+    tokenizer_json: str,
+    out_dir: str,
+    threads: int = 1,
+    stop_after_step: int | None = None,
+) -> dict | None:
+    """Train one run; returns the last log row (None when stopped early by ``stop_after_step``).
+
+    ``settings``: ``modalities`` (list, sequence order), ``vocab`` (codebook size per discrete
+    modality), ``backbone`` (one ``backbones`` entry), ``backbone_name``, ``loss_weights`` (one
+    set), optional ``loss_weights_name`` (its name, for messages), ``training`` and ``seed``.
+    ``streams``: ``{"train": {name: prefix}, "val": {...}}`` with a ragged int32 prefix per modality
+    and ``"transcript"``. ``stop_after_step`` returns after that step as if the job were killed
+    there (state only as of the last save); used to test resuming.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from dmlm.cli import use_threads
+
+    use_threads(threads)
+    # validate everything before any work
+    modalities = list(_require(settings, "modalities"))
+    backbone_settings = dict(_require(settings, "backbone"))
+    backbone_name = str(settings.get("backbone_name", "?"))
+    backbones.get_family(backbone_settings.get("family"), backbone_name)
+    loss_weights = check_loss_weights(
+        _require(settings, "loss_weights"), modalities, str(settings.get("loss_weights_name", "<set>"))
+    )
+    cfg = TrainConfig.from_settings(dict(_require(settings, "training")), int(_require(settings, "seed")))
+    for split in ("train", "val"):
+        if split not in streams:
+            raise DmlmError(f"no {split} streams given")
+    layout = VocabLayout(modalities, dict(settings.get("vocab", {})), text_vocab_size(tokenizer_json))
+    ragged = {split: load_streams(split, streams[split], layout) for split in ("train", "val")}
+    if not backbone_settings.get("pretrained"):
+        limit = backbones.max_positions(backbone_settings, name=backbone_name)
+        for split, rs in ragged.items():
+            lengths = sequence_length({k: r.lengths() for k, r in rs.items()}, layout)
+            check_lengths(lengths, limit, backbone_name, f"the {split} split")
+
+    out = Path(out_dir)
+    state_path = out / "state" / "last.pt"
+    log_path = out / "train_log.tsv"
+    fingerprint = _fingerprint(settings, ragged, layout.text_size)
+
+    train = assemble_split(ragged["train"], layout, loss_weights)
+    val = assemble_split(ragged["val"], layout, loss_weights)
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    random.seed(cfg.seed)
+    model = backbones.build_backbone(backbone_settings, layout.vocab_size, backbone_name)
+    limit = backbones.max_positions(backbone_settings, model, backbone_name)
+    for split, seqs in (("train", train), ("val", val)):
+        check_lengths(seqs.lengths, limit, backbone_name, f"the {split} split")
+    model.train()
+    optimizer = make_optimizer(model, cfg)
+    order = BatchOrder(train.lengths, cfg.batch_size, cfg.seed)
+    fixed_val = val_batches(val.lengths, cfg.batch_size, cfg.val_batches, cfg.seed)
+
+    rows: list[dict] = []
+    step, elapsed = 0, 0.0
+    state = _load_state(state_path, fingerprint)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, elapsed, rows = state["step"], state["elapsed_s"], state["log"]
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        print(f"dmlm train: resuming {out} after step {step}", file=sys.stderr)
+
+    t_start = time.perf_counter() - elapsed
+
+    def log(step, train_loss, lr, tokens_per_s):
+        val_loss, val_text = evaluate(model, val, fixed_val)
+        rows.append(
+            {
+                "step": step,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_transcript_loss": val_text,
+                "lr": lr,
+                "tokens_per_s": tokens_per_s,
+                "elapsed_s": round(time.perf_counter() - t_start, 3),
+            }
+        )
+        write_table(log_path, [{k: r[k] for k in LOG_COLUMNS} for r in rows])
+        return rows[-1]
+
+    if step == 0:
+        log(0, float("nan"), 0.0, float("nan"))
+
+    loss_sum, loss_n, tokens, busy = 0.0, 0, 0, 0.0
+    bar = tqdm(total=cfg.max_steps, initial=step, desc=f"train {out.name}", file=sys.stderr, mininterval=2.0)
+    while step < cfg.max_steps:
+        step += 1
+        lr = cfg.lr_at(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        ids, w, _ = collate(train, order.batch(step))
+        t0 = time.perf_counter()
+        loss = weighted_loss(model, ids, w)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise DmlmError(f"training diverged at step {step} (loss {loss_value}); lower training.lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        busy += time.perf_counter() - t0
+        loss_sum += loss_value
+        loss_n += 1
+        tokens += int((ids != PAD).sum())
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", refresh=False)
+
+        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+            row = log(step, loss_sum / loss_n, lr, round(tokens / max(busy, 1e-9), 1))
+            bar.write(
+                f"step {step}: train {row['train_loss']:.4f} val {row['val_loss']:.4f} "
+                f"val transcript {row['val_transcript_loss']:.4f} ({row['tokens_per_s']:.0f} tok/s)",
+                file=sys.stderr,
+            )
+            loss_sum, loss_n, tokens, busy = 0.0, 0, 0, 0.0
+            epoch, index = order.position(step + 1)
+            _save_state(
+                state_path,
+                fingerprint=fingerprint,
+                step=step,
+                model=model.state_dict(),
+                optimizer=optimizer.state_dict(),
+                data_position={"epoch": epoch, "batch": index},
+                log=rows,
+                elapsed_s=time.perf_counter() - t_start,
+                config=asdict(cfg),
+            )
+        if stop_after_step is not None and step >= stop_after_step:
+            bar.close()
+            return None
+    bar.close()
+
+    model.eval()
+    checkpoint.save(out / "checkpoint.pt", model, layout, settings)
+    state_path.unlink(missing_ok=True)
+    return rows[-1]

@@ -1,0 +1,73 @@
+"""`dmlm fit-codebook | encode | text-tokenizer | encode-text`: the tokens stage."""
+
+from __future__ import annotations
+
+import argparse
+
+from dmlm.cli import add_common_args
+
+MODALITIES = ("audio", "lips", "image")
+
+
+def _fit_codebook(args: argparse.Namespace) -> None:
+    from dmlm.tokens import fit_codebook
+
+    fit_codebook(args.modality, args.settings, args.media, args.out)
+
+
+def _encode(args: argparse.Namespace) -> None:
+    from dmlm.tokens import encode_media
+
+    encode_media(args.modality, args.codebook, args.media, args.out_prefix)
+
+
+def _text_tokenizer(args: argparse.Namespace) -> None:
+    from dmlm.tokens.text import train_text_tokenizer
+
+    train_text_tokenizer(args.manifest, args.ocr, args.out, args.settings)
+
+
+def _encode_text(args: argparse.Namespace) -> None:
+    from dmlm.tokens.text import encode_table
+
+    encode_table(args.tokenizer, args.table, args.column, args.out_prefix)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "fit-codebook",
+        help="fit a k-means codebook for one modality",
+        description="settings: the config's tokens.<modality> plus seed (and sample_rate for audio)",
+    )
+    p.add_argument("--modality", required=True, choices=MODALITIES)
+    p.add_argument("--media", required=True, help="ragged prefix (audio, lips) or images.npy (image)")
+    p.add_argument("--out", required=True, help="codebook .npz")
+    add_common_args(p)
+    p.set_defaults(func=_fit_codebook)
+
+    p = subparsers.add_parser("encode", help="encode media into unit ids with a fitted codebook")
+    p.add_argument("--modality", required=True, choices=MODALITIES)
+    p.add_argument("--codebook", required=True, help="codebook .npz (carries its settings)")
+    p.add_argument("--media", required=True, help="ragged prefix (audio, lips) or images.npy (image)")
+    p.add_argument("--out-prefix", required=True, help="ragged int32 output prefix")
+    add_common_args(p)
+    p.set_defaults(func=_encode)
+
+    p = subparsers.add_parser(
+        "text-tokenizer",
+        help="train the WordLevel text tokenizer on transcripts + OCR",
+        description="settings: the config's tokens.text (min_frequency)",
+    )
+    p.add_argument("--manifest", required=True, help="train manifest.tsv (column transcript)")
+    p.add_argument("--ocr", default=None, help="train ocr.tsv (column ocr)")
+    p.add_argument("--out", required=True, help="tokenizer.json")
+    add_common_args(p)
+    p.set_defaults(func=_text_tokenizer)
+
+    p = subparsers.add_parser("encode-text", help="encode one text column of a table into ids")
+    p.add_argument("--tokenizer", required=True, help="tokenizer.json")
+    p.add_argument("--table", required=True, help="TSV table")
+    p.add_argument("--column", required=True, help="column to encode (transcript, ocr)")
+    p.add_argument("--out-prefix", required=True, help="ragged int32 output prefix")
+    add_common_args(p)
+    p.set_defaults(func=_encode_text)

@@ -1,0 +1,50 @@
+"""Shared fixtures: one end-to-end run of the tiny preset, reused by every workflow test."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "presets" / "tiny.yaml"
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+    """Run the workflow copied into `workdir` with the tiny preset; fail loudly with its output."""
+    cmd = [sys.executable, "-m", "snakemake", "--configfile", str(workdir / "presets" / "tiny.yaml"), "--replace-workflow-config",
+           "--directory", str(workdir), "--snakefile", str(workdir / "Snakefile"), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "results" / "logs").rglob("*.log"))[-5:]) \
+            if (workdir / "results" / "logs").exists() else ""
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-5000:]}\n{proc.stderr[-5000:]}\n{logs}")
+    return proc
+
+
+def planned_rules(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """Jobs a dry run plans, per rule (from the 'Job stats' table)."""
+    text = proc.stdout + proc.stderr
+    if "Nothing to be done" in text:
+        return {}
+    stats = text.split("Job stats:")[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", stats, re.M) if m.group(1) not in ("total", "all")}
+
+
+def copy_workflow(dest: Path) -> Path:
+    """The workflow files (not results) in a folder of their own, so tests may edit the sources."""
+    for name in ("Snakefile", "workflow_config.yaml"):
+        shutil.copy(ROOT / name, dest / name)
+    for name in ("rules", "presets", "src"):
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The tiny preset run end to end once (a few minutes); tests read and dry-run on top of it."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("tiny"))
+    snakemake(workdir, "-c", "2")
+    return workdir

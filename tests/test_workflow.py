@@ -1,0 +1,71 @@
+"""End to end through Snakemake on the tiny preset: outputs, and what a change reruns."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import planned_rules, snakemake
+
+pytestmark = pytest.mark.slow
+
+
+def test_dry_run_plans_every_stage(tmp_path):
+    from conftest import copy_workflow
+
+    workdir = copy_workflow(tmp_path)
+    rules = planned_rules(snakemake(workdir, "-n"))
+    assert set(rules) >= {"corpus", "ocr", "noise_bank", "mix", "fit_codebook", "encode_audio",
+                          "encode_text", "text_tokenizer", "train", "evaluate", "report"}
+
+
+def test_report_numbers_come_from_the_runs(tiny_run):
+    config = yaml.safe_load((tiny_run / "presets" / "tiny.yaml").read_text())
+    for study, spec in config["studies"].items():
+        report = tiny_run / "results" / "report" / study
+        wer = pd.read_csv(report / "wer.csv")
+        assert len(wer) == len(spec["modalities"]) * len(spec["test_snrs"]) * spec["seeds"]
+        for row in wer.itertuples():
+            cond = "clean" if row.snr == "clean" else f"snr{row.snr}"
+            result = json.loads((tiny_run / "results" / "runs" / row.run / "eval" / cond / "wer.json").read_text())
+            assert row.wer == pytest.approx(result["wer"])
+            hyps = pd.read_csv(tiny_run / "results" / "runs" / row.run / "eval" / cond / "hyps.tsv", sep="\t",
+                               keep_default_na=False)
+            assert len(hyps) == config["corpus"]["splits"]["test"]
+        rb = pd.read_csv(report / "rb.csv")
+        assert set(rb["modalities"]) == set(spec["modalities"]) - {"A"}
+        assert {"rb", "delta_wer", "wer_audio"} <= set(rb.columns)
+        assert (report / "table.md").read_text().count("|") > 10
+        assert (report / "rb.png").stat().st_size > 10_000
+
+
+def test_training_learned(tiny_run):
+    for log in (tiny_run / "results" / "runs").glob("*/train_log.tsv"):
+        curve = pd.read_csv(log, sep="\t")
+        assert curve["val_loss"].iloc[-1] < curve["val_loss"].iloc[0]
+
+
+def test_rerun_after_finish_runs_nothing(tiny_run):
+    assert planned_rules(snakemake(tiny_run, "-n")) == {}
+
+
+def test_changing_one_test_snr_reruns_only_what_depends_on_it(tiny_run, tmp_path):
+    config = yaml.safe_load((tiny_run / "presets" / "tiny.yaml").read_text())
+    config["studies"]["modalities"]["test_snrs"] = ["clean", -5]
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    rules = planned_rules(snakemake(tiny_run, "-n", "--configfile", str(changed)))
+    n_runs = len(config["studies"]["modalities"]["modalities"])
+    assert rules == {"mix": 1, "encode_audio": 1, "evaluate": n_runs, "report": 1}
+
+
+def test_editing_the_training_module_reruns_training_not_data(tiny_run):
+    train_py = tiny_run / "src" / "dmlm" / "model" / "train.py"
+    original = train_py.read_text()
+    try:
+        train_py.write_text(original + "\n# an edit\n")
+        rules = planned_rules(snakemake(tiny_run, "-n"))
+    finally:
+        train_py.write_text(original)
+    assert set(rules) == {"train", "evaluate", "report"}
