@@ -1,5 +1,6 @@
 # Shared helpers: config validation, the grid, paths, and the code fingerprint of each stage.
 import hashlib
+import re
 import sys
 import json
 from pathlib import Path
@@ -24,7 +25,7 @@ wildcard_constraints:
     split="train|val|test",
     cond=r"clean|snr-?\d+|mix-[A-Za-z0-9_-]+",
     noisy_cond=r"snr-?\d+|mix-[A-Za-z0-9_-]+",
-    run="|".join(RUNS["run"]) if len(RUNS) else "NONE",
+    run="|".join(map(re.escape, RUNS["run"])) if len(RUNS) else "NONE",
     study="|".join(config["studies"]),
     modality="lips|image",
     field="transcript|ocr",
