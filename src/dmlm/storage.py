@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 DATA_SUFFIX = ".npy"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 OFFSETS_SUFFIX = ".offsets.npy"
 
 
@@ -39,6 +41,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are shared on clusters
     try:
         yield tmp
         os.replace(tmp, path)

@@ -1,0 +1,308 @@
+"""3-Equations corpus: grammar, rendering, generation (speech/lips/image/manifest), OCR."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dmlm.corpus import equations as E
+from dmlm.corpus.build import build_split
+from dmlm.corpus.image import render_image
+from dmlm.corpus.ocr import join_lines, run_ocr
+from dmlm.errors import DmlmError
+from dmlm.storage import Ragged, read_table
+
+SETTINGS = {
+    "dataset": "3eq",
+    "image": {"width": 450, "height": 200},
+    "speech": {
+        "voices": ["en-us", "en"],
+        "variants": ["m1", "f1"],
+        "rate_wpm": 175,
+        "rate_jitter": 0.1,
+        "pitch_jitter": 15,
+        "sample_rate": 16000,
+    },
+    "lips": {"fps": 25, "size": 88},
+    "ocr": {"engine": "tesseract"},
+    "seed": 1234,
+}
+N = 20
+
+
+def char_recall(reference: str, hypothesis: str) -> tuple[int, int]:
+    """(matched, total) characters of ``reference`` (spaces ignored) under a Levenshtein
+    alignment with ``hypothesis``: matched = total - deletions - substitutions."""
+    from rapidfuzz.distance import Levenshtein
+
+    ref, hyp = reference.replace(" ", ""), hypothesis.replace(" ", "")
+    ops = Levenshtein.editops(ref, hyp)
+    lost = sum(1 for op in ops if op.tag in ("delete", "replace"))
+    return len(ref) - lost, len(ref)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus") / "test"
+    build_split(out, "test", N, SETTINGS, threads=2, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def manifest(corpus):
+    return read_table(corpus / "manifest.tsv")
+
+
+# --------------------------------------------------------------------------------- grammar
+def test_equation_words_and_display():
+    eq = E.Equation(E.Term(True, 3, 4, "x", 2), "+", E.Term(False, 5, 1, "y", None),
+                    E.Term(False, 12, 1, None, None))
+    assert eq.display() == "log 3/4x^2 + 5y = 12"
+    assert eq.spoken() == "log of 3 over 4 x to the power of 2 plus 5 y equals 12"
+    assert E.parse_equation(eq.display()) == eq
+    assert E.ocr_reference([eq]) == "LOG 34X2 + 5Y = 12"
+    eq2 = E.Equation(E.Term(False, None, 1, "z", None), "-", E.Term(False, 7, 1, None, 3),
+                     E.Term(False, 1, 2, "b", None))
+    assert eq2.display() == "z - 7^3 = 1/2b"
+    assert eq2.spoken() == "z minus 7 to the power of 3 equals 1 over 2 b"
+    with pytest.raises(ValueError):
+        E.Term(False, 2, 4, None, None)  # not simplified
+
+
+def test_random_equations_follow_the_grammar():
+    rng = np.random.default_rng(0)
+    n_words, saw = [], {"log": 0, "frac": 0, "omitted": 0, "exp": 0}
+    for _ in range(2000):
+        eq = E.random_equation(rng)
+        assert E.parse_equation(eq.display()) == eq
+        E.check_transcript(eq.spoken())
+        n_words.append(len(eq.spoken().split()))
+        for t in (eq.left, eq.middle, eq.right):
+            saw["log"] += t.log
+            saw["omitted"] += t.numerator is None
+            saw["exp"] += t.exponent is not None
+            if t.is_fraction:
+                saw["frac"] += 1
+                assert 1 <= t.numerator <= 50 and 2 <= t.denominator <= 50
+                assert math.gcd(t.numerator, t.denominator) == 1  # simplified
+            elif t.numerator is not None:
+                assert 2 <= t.numerator <= 50
+            if t.numerator is None:
+                assert t.variable is not None
+            if t.exponent is not None:
+                assert 2 <= t.exponent <= 10
+                assert t.variable is not None or not t.is_fraction
+    assert all(v > 50 for v in saw.values()), saw
+    assert 9 <= np.mean(n_words) <= 14
+    assert len(E.VOCABULARY) == 85
+
+
+def test_check_transcript_rejects_symbols():
+    E.check_transcript("3 over 4 x plus 5 equals 12")
+    with pytest.raises(DmlmError, match=r"\+"):
+        E.check_transcript("3 x + 5 equals 12")
+    with pytest.raises(DmlmError, match="51"):
+        E.check_transcript("51 plus 2 equals 3")
+
+
+def test_image_is_deterministic_and_boxes_do_not_overlap():
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        eqs = [E.random_equation(rng) for _ in range(3)]
+        seed = int(rng.integers(1 << 30))
+        img, boxes = render_image(eqs, 450, 200, np.random.default_rng(seed), return_boxes=True)
+        assert img.shape == (200, 450) and img.dtype == np.uint8
+        assert np.array_equal(img, render_image(eqs, 450, 200, np.random.default_rng(seed)))
+        for i in range(3):
+            x0, y0, x1, y1 = boxes[i]
+            assert 0 <= x0 < x1 <= 450 and 0 <= y0 < y1 <= 200
+            assert img[y0:y1, x0:x1].min() < 64  # black ink inside the box
+            for j in range(i + 1, 3):
+                assert boxes[j][1] >= y1 or boxes[j][3] <= y0  # separate bands
+        ink = img < 128
+        inside = np.zeros_like(ink)
+        for x0, y0, x1, y1 in boxes:
+            inside[max(0, y0 - 2) : y1 + 2, max(0, x0 - 2) : x1 + 2] = True
+        assert not (ink & ~inside).any()  # no ink outside the measured boxes
+
+
+# ------------------------------------------------------------------------------ generation
+def test_manifest_columns_and_transcripts(corpus, manifest):
+    assert list(manifest.columns) == ["id", "speaker", "rate", "pitch", "transcript", "equations",
+                                      "spoken", "segments", "duration", "phonemes"]
+    assert len(manifest) == N
+    assert manifest["id"].tolist() == [f"test-{i:06d}" for i in range(N)]
+    images = np.load(corpus / "images.npy")
+    assert images.shape == (N, 200, 450) and images.dtype == np.uint8
+    for _, row in manifest.iterrows():
+        eqs = [E.parse_equation(s) for s in json.loads(row["equations"])]
+        spoken = json.loads(row["spoken"])
+        assert len(eqs) == 3 and len(spoken) == 2 and len(set(spoken)) == 2
+        assert all(0 <= k < 3 for k in spoken)  # both spoken equations are among the image's 3
+        assert row["transcript"] == " ".join(eqs[k].spoken() for k in spoken)
+        E.check_transcript(row["transcript"])
+        for eq in eqs:
+            for t in (eq.left, eq.middle, eq.right):
+                if t.is_fraction:
+                    assert math.gcd(t.numerator, t.denominator) == 1
+    assert manifest["speaker"].nunique() > 1
+    assert set(manifest["speaker"]) <= {f"{v}+{w}" for v in ("en-us", "en") for w in ("m1", "f1")}
+
+
+def _envelope(audio, sr, hop=0.005):
+    step = int(hop * sr)
+    n = len(audio) // step
+    frames = audio[: n * step].reshape(n, step)
+    return np.sqrt((frames.astype(np.float64) ** 2).mean(axis=1)), hop
+
+
+def test_segments_match_the_audio(corpus, manifest):
+    audio = Ragged.load(corpus / "audio")
+    sr = SETTINGS["speech"]["sample_rate"]
+    assert audio.data.dtype == np.float32
+    for i, row in manifest.iterrows():
+        x = np.asarray(audio[i])
+        assert abs(len(x) / sr - row["duration"]) < 1e-3
+        (a0, a1), (b0, b1) = json.loads(row["segments"])
+        assert a0 == 0 and abs(b0 - a1 - 1.0) < 1e-3 and abs(b1 - row["duration"]) < 1e-3
+        gap = x[int(math.ceil(a1 * sr)) : int(b0 * sr)]
+        assert len(gap) >= 0.99 * sr and np.abs(gap).max() < 1e-4  # silence between readings
+        env, hop = _envelope(x, sr)
+        thr = env.max() * 10 ** (-35 / 20)
+        for s0, s1 in ((a0, a1), (b0, b1)):
+            lo, hi = int(s0 / hop), int(math.ceil(s1 / hop))
+            active = np.flatnonzero(env[lo:hi] > thr)
+            assert len(active)
+            e0, e1 = (lo + active[0]) * hop, (lo + active[-1] + 1) * hop
+            assert abs(e0 - s0) <= 0.05 and abs(e1 - s1) <= 0.05, (row["id"], s0, s1, e0, e1)
+        ph = json.loads(row["phonemes"])
+        assert ph and all(0 <= p0 <= p1 <= row["duration"] + 1e-6 for p0, p1, _ in ph)
+        assert all(ph[k][0] <= ph[k + 1][0] + 1e-9 for k in range(len(ph) - 1))
+
+
+def test_lips_frames(corpus, manifest):
+    lips = Ragged.load(corpus / "lips")
+    assert lips.data.dtype == np.uint8 and lips.data.shape[1:] == (88, 88)
+    assert len(lips) == N
+    for i, row in manifest.iterrows():
+        assert len(lips[i]) == math.ceil(row["duration"] * 25 - 1e-9)
+
+
+def test_determinism_across_worker_counts(corpus, tmp_path):
+    """Items do not depend on the worker count or on n: a 1-process build of the first 3 items
+    equals the 2-process build's first 3."""
+    out = tmp_path / "again"
+    build_split(out, "test", 3, SETTINGS, threads=1, progress=False)
+    big, small = read_table(corpus / "manifest.tsv"), read_table(out / "manifest.tsv")
+    pd.testing.assert_frame_equal(big.iloc[:3].reset_index(drop=True), small)
+    for name in ("audio", "lips"):
+        a, b = Ragged.load(corpus / name), Ragged.load(out / name)
+        for i in range(3):
+            assert np.array_equal(a[i], b[i])
+    assert np.array_equal(np.load(corpus / "images.npy")[:3], np.load(out / "images.npy"))
+    # a different split name gives different utterances
+    other = tmp_path / "other"
+    build_split(other, "val", 1, SETTINGS, threads=1, progress=False)
+    assert read_table(other / "manifest.tsv")["equations"][0] != big["equations"][0]
+
+
+def test_bad_settings():
+    bad = json.loads(json.dumps(SETTINGS))
+    del bad["speech"]["voices"]
+    with pytest.raises(DmlmError, match=r"corpus\.speech\.voices"):
+        build_split("/nonexistent/x", "test", 1, bad)
+
+
+# ------------------------------------------------------------------------------------- OCR
+def best_recall(hypothesis: str, equations: list[str]) -> tuple[int, int]:
+    """Character recall of an OCR text against the 3 equations in the order that matches it best
+    (the manifest does not record where each equation was drawn; OCR reads top to bottom)."""
+    import itertools
+
+    return max((char_recall(E.ocr_reference(list(p)), hypothesis)
+                for p in itertools.permutations(equations)), key=lambda mt: mt[0])
+
+
+def test_ocr_tesseract_recall(corpus, manifest, tmp_path):
+    if shutil.which("tesseract") is None:
+        pytest.skip("tesseract is not installed")
+    out = tmp_path / "ocr.tsv"
+    frame = run_ocr(corpus / "images.npy", corpus / "manifest.tsv", out, "tesseract", threads=2)
+    table = read_table(out)
+    assert list(table.columns) == ["id", "ocr", "engine"]
+    assert table["id"].tolist() == manifest["id"].tolist() and set(table["engine"]) == {"tesseract"}
+    matched = total = 0
+    for hyp, eqs in zip(frame["ocr"], manifest["equations"]):
+        assert hyp == join_lines([hyp])  # already post-processed
+        assert set(hyp) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-= ")
+        m, t = best_recall(hyp, json.loads(eqs))
+        matched, total = matched + m, total + t
+    assert matched / total >= 0.90, matched / total
+
+
+def test_ocr_easyocr_offline(corpus, manifest, tmp_path):
+    pytest.importorskip("easyocr", reason="easyocr is not installed")
+    try:
+        from dmlm.corpus.ocr import easyocr_model_dir
+
+        easyocr_model_dir()
+    except DmlmError as err:
+        pytest.skip(f"EasyOCR weights unavailable offline: {err}")
+    from dmlm.corpus.ocr import ocr_images
+
+    images = np.load(corpus / "images.npy")[:3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        texts = ocr_images(images, "easyocr", threads=1, progress=False)
+    matched = total = 0
+    for hyp, eqs in zip(texts, manifest["equations"][:3]):
+        m, t = best_recall(hyp, json.loads(eqs))
+        matched, total = matched + m, total + t
+    assert matched / total >= 0.85, (matched / total, texts)
+
+
+def test_easyocr_weight_mismatch(tmp_path):
+    pytest.importorskip("easyocr", reason="easyocr is not installed")
+    from dmlm.corpus.ocr import easyocr_model_dir
+
+    (tmp_path / "craft_mlt_25k.pth").write_bytes(b"not the weights")
+    (tmp_path / "english_g2.pth").write_bytes(b"not the weights")
+    with pytest.raises(DmlmError, match="craft_mlt_25k.pth"):
+        easyocr_model_dir(tmp_path)
+
+
+def test_ocr_bad_input(corpus, tmp_path):
+    missing = tmp_path / "nope" / "images.npy"
+    with pytest.raises(DmlmError, match=str(missing)):
+        run_ocr(missing, corpus / "manifest.tsv", tmp_path / "o.tsv")
+    with pytest.raises(DmlmError, match=r"corpus\.ocr\.engine"):
+        run_ocr(corpus / "images.npy", corpus / "manifest.tsv", tmp_path / "o.tsv", engine="magic")
+    assert not (tmp_path / "o.tsv").exists()
+
+
+def test_cli(corpus, tmp_path):
+    import argparse
+
+    from dmlm.corpus.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["ocr", "--images", str(tmp_path / "missing.npy"), "--manifest",
+                              str(corpus / "manifest.tsv"), "--out", str(tmp_path / "o.tsv")])
+    with pytest.raises(DmlmError, match="missing.npy"):
+        args.func(args)
+    args = parser.parse_args(["ocr", "--images", str(corpus / "images.npy"), "--manifest",
+                              str(corpus / "manifest.tsv"), "--out", str(tmp_path / "o.tsv"),
+                              "--settings", '{"engine": "nope"}'])
+    with pytest.raises(DmlmError, match=r"corpus\.ocr\.engine"):
+        args.func(args)
+    args = parser.parse_args(["corpus", "--split", "val", "--n", "2", "--out-dir",
+                              str(tmp_path / "c"), "--settings", json.dumps(SETTINGS)])
+    args.func(args)
+    assert len(read_table(tmp_path / "c" / "manifest.tsv")) == 2
