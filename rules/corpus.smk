@@ -1,6 +1,10 @@
 # Corpus: the 3-Equations generator (speech, lip video, image), then OCR of the images' pixels.
 
 
+def split_size(wildcards):
+    return config["corpus"]["splits"][wildcards.split]
+
+
 rule corpus:
     output:
         manifest="results/corpus/{dataset}/{split}/manifest.tsv",
@@ -8,8 +12,8 @@ rule corpus:
         lips=ragged("results/corpus/{dataset}/{split}/lips"),
         images="results/corpus/{dataset}/{split}/images.npy",
     params:
-        n=lambda wildcards: config["corpus"]["splits"][wildcards.split],
-        settings=lambda wildcards: as_json(
+        n=split_size,
+        settings=as_json(
             {
                 "seed": config["seed"],
                 **{k: config["corpus"][k] for k in ("image", "speech", "lips")},

@@ -12,6 +12,10 @@ def eval_streams(wildcards):
     return run_streams(wildcards.run, "test", wildcards.cond)
 
 
+def eval_stream_args(wildcards):
+    return " ".join(f"--stream {name}={prefix}" for name, prefix in eval_streams(wildcards).items())
+
+
 def eval_inputs(wildcards):
     return [f for prefix in eval_streams(wildcards).values() for f in ragged(prefix)]
 
@@ -27,9 +31,7 @@ rule evaluate:
         wer="results/runs/{run}/eval/{cond}/wer.json",
     params:
         settings=as_json(config["evaluation"]),
-        streams=lambda wildcards: " ".join(
-            f"--stream {name}={prefix}" for name, prefix in eval_streams(wildcards).items()
-        ),
+        streams=eval_stream_args,
         code=code_version(*EVAL_CODE),
     log:
         "results/logs/evaluate/{run}/{cond}.log",

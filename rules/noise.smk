@@ -22,7 +22,7 @@ rule noise_bank:
         data=ragged("results/noise/{bank}/noise"),
         table="results/noise/{bank}/noise.tsv",
     params:
-        settings=lambda wildcards: as_json({"seed": config["seed"], **config["noise"]["bank"]}),
+        settings=as_json({"seed": config["seed"], **config["noise"]["bank"]}),
         code=code_version("noise/bank.py", "corpus/speech.py"),
     log:
         "results/logs/noise_bank/{bank}.log",

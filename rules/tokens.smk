@@ -25,22 +25,51 @@ def media_files(kind, split, cond="clean"):
     return path if kind == "image" else ragged(path)
 
 
+def codebook_media(wildcards):
+    """Codebooks are fitted on the clean training split only."""
+    return media_path(wildcards.kind, "train")
+
+
+def codebook_media_files(wildcards):
+    return media_files(wildcards.kind, "train")
+
+
+def codebook_settings(wildcards):
+    return as_json(
+        {
+            "seed": config["seed"],
+            "sample_rate": config["corpus"]["speech"]["sample_rate"],
+            **config["tokens"][wildcards.kind],
+        }
+    )
+
+
+def audio_media(wildcards):
+    return media_path("audio", wildcards.split, wildcards.cond)
+
+
+def audio_media_files(wildcards):
+    return media_files("audio", wildcards.split, wildcards.cond)
+
+
+def visual_media(wildcards):
+    return media_path(wildcards.modality, wildcards.split)
+
+
+def visual_media_files(wildcards):
+    return media_files(wildcards.modality, wildcards.split)
+
+
 rule fit_codebook:
     input:
-        lambda wildcards: media_files(wildcards.kind, "train"),
+        codebook_media_files,
     output:
         "results/codebooks/{dataset}/{kind}/{encoder}.npz",
     wildcard_constraints:
         kind="audio|lips|image",
     params:
-        settings=lambda wildcards: as_json(
-            {
-                "seed": config["seed"],
-                "sample_rate": config["corpus"]["speech"]["sample_rate"],
-                **config["tokens"][wildcards.kind],
-            }
-        ),
-        media=lambda wildcards: media_path(wildcards.kind, "train"),
+        settings=codebook_settings,
+        media=codebook_media,
         code=code_version(*TOKEN_CODE),
     log:
         "results/logs/fit_codebook/{dataset}/{kind}/{encoder}.log",
@@ -58,12 +87,12 @@ rule fit_codebook:
 rule encode_audio:
     input:
         codebook="results/codebooks/{dataset}/audio/{encoder}.npz",
-        media=lambda wildcards: media_files("audio", wildcards.split, wildcards.cond),
+        media=audio_media_files,
     output:
         ragged("results/tokens/{dataset}/audio/{encoder}/{cond}/{split}"),
     params:
         settings=as_json({}),
-        media=lambda wildcards: media_path("audio", wildcards.split, wildcards.cond),
+        media=audio_media,
         code=code_version(*TOKEN_CODE),
     log:
         "results/logs/encode/{dataset}/audio/{encoder}/{cond}/{split}.log",
@@ -82,12 +111,12 @@ rule encode_audio:
 rule encode_visual:
     input:
         codebook="results/codebooks/{dataset}/{modality}/{encoder}.npz",
-        media=lambda wildcards: media_files(wildcards.modality, wildcards.split),
+        media=visual_media_files,
     output:
         ragged("results/tokens/{dataset}/{modality}/{encoder}/{split}"),
     params:
         settings=as_json({}),
-        media=lambda wildcards: media_path(wildcards.modality, wildcards.split),
+        media=visual_media,
         code=code_version(*TOKEN_CODE),
     log:
         "results/logs/encode/{dataset}/{modality}/{encoder}/{split}.log",

@@ -16,6 +16,14 @@ def train_streams(wildcards):
     return {split: run_streams(wildcards.run, split, cond) for split in ("train", "val")}
 
 
+def train_settings(wildcards):
+    return as_json(grid.run_settings(config, wildcards.run))
+
+
+def train_stream_args(wildcards):
+    return stream_args(train_streams(wildcards))
+
+
 def train_inputs(wildcards):
     prefixes = [p for streams in train_streams(wildcards).values() for p in streams.values()]
     return [f for prefix in prefixes for f in ragged(prefix)]
@@ -29,8 +37,8 @@ rule train:
         checkpoint="results/runs/{run}/checkpoint.pt",
         log="results/runs/{run}/train_log.tsv",
     params:
-        settings=lambda wildcards: as_json(grid.run_settings(config, wildcards.run)),
-        streams=lambda wildcards: stream_args(train_streams(wildcards)),
+        settings=train_settings,
+        streams=train_stream_args,
         code=code_version(*TRAIN_CODE),
     log:
         "results/logs/train/{run}.log",
