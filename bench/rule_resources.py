@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -34,11 +35,12 @@ def measured(results: Path) -> pd.DataFrame:
 
 def declared(configfile: str) -> pd.DataFrame:
     """Declared resources per rule, read from Snakemake's own dry-run of the same config."""
-    out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "-F", "--configfile", configfile,
-         "--replace-workflow-config", "--directory", str(ROOT), "--nolock"],
-        capture_output=True, text=True, cwd=ROOT,
-    ).stdout
+    with tempfile.TemporaryDirectory() as empty:  # an empty folder: every job is planned
+        out = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(ROOT / "Snakefile"),
+             "--configfile", str(Path(configfile).resolve()), "--replace-workflow-config", "--directory", empty],
+            capture_output=True, text=True,
+        ).stdout
     rows, rule = [], None
     for line in out.splitlines():
         line = line.strip()

@@ -32,7 +32,7 @@ rule corpus:
         "results/benchmarks/corpus/{dataset}/{split}.tsv"
     threads: 2
     resources:
-        mem_mb=2000,
+        mem_mb=2500,
         runtime=30,
     shell:
         dmlm_cmd("corpus") + " --split {wildcards.split} --n {params.n}"

@@ -53,7 +53,7 @@ rule mix:
         "results/benchmarks/mix/{dataset}/{noisy_cond}/{split}.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=3500,
         runtime=10,
     shell:
         dmlm_cmd("mix") + " --corpus-dir results/corpus/{wildcards.dataset}/{wildcards.split}"

@@ -97,7 +97,7 @@ rule encode_audio:
     log:
         "results/logs/encode/{dataset}/audio/{encoder}/{cond}/{split}.log",
     benchmark:
-        "results/benchmarks/encode/{dataset}/audio/{encoder}/{cond}/{split}.tsv"
+        "results/benchmarks/encode_audio/{dataset}/{encoder}/{cond}/{split}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -121,7 +121,7 @@ rule encode_visual:
     log:
         "results/logs/encode/{dataset}/{modality}/{encoder}/{split}.log",
     benchmark:
-        "results/benchmarks/encode/{dataset}/{modality}/{encoder}/{split}.tsv"
+        "results/benchmarks/encode_visual/{dataset}/{modality}/{encoder}/{split}.tsv"
     threads: 1
     resources:
         mem_mb=2000,

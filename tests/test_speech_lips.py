@@ -182,3 +182,49 @@ def test_render_lips_deterministic_and_speaker_specific(speech):
     # the mouth moves: frames differ over the utterance and the opening varies
     opening = np.array([mouth_dark_pixels(f) for f in a])
     assert opening.max() > 3 * max(opening.min(), 1) and opening.std() > 10
+
+
+# --- letter names -------------------------------------------------------------------------------
+
+def _names(speech: S.Speech) -> list[str]:
+    return [p for _, _, p in speech.phonemes if p not in PAUSES]
+
+
+def test_variable_a_is_read_as_the_letter():
+    """espeak reads a lone "a" as the article (``a#``, a schwa); the corpus makes it say "ay"
+    (``eI``) through phoneme input, without changing the transcript."""
+    assert S.espeak_text("3 a plus a equals 5") == "3 [['eI]] plus [['eI]] equals 5"
+    assert S.espeak_text("log of 3 over 4 x") == "log of 3 over 4 x"  # other words unchanged
+    for voice in [VOICE, S.Voice("en+m1", 175, 50), S.Voice("en-gb-x-rp+f2", 175, 50),
+                  S.Voice("en-029+m3", 175, 50)]:
+        alone = S.synthesize("a", voice)
+        assert _names(alone) == ["eI"], (voice, _names(alone))
+        for text in ["3 a plus 5", "log of a to the power of 2", "4 a equals 3 a"]:
+            n_a = text.split().count("a")  # no other word of these texts has an eI
+            raw = _names(S.synthesize(text, voice, letter_names=False))
+            fixed = S.synthesize(text, voice)
+            assert raw.count("eI") < n_a  # the problem: the article, a schwa (a# or @)
+            assert _names(fixed).count("eI") == n_a, (voice, text, _names(fixed))
+        # "ay" is a full diphthong: longer than the article's schwa
+        ay = [e - s for s, e, p in S.synthesize("3 a plus 5", voice).phonemes if p == "eI"]
+        schwa = [e - s for s, e, p in S.synthesize("3 a plus 5", voice, letter_names=False).phonemes
+                 if p == "a#"]
+        assert len(ay) == len(schwa) == 1 and ay[0] > 1.2 * schwa[0] and ay[0] > 0.08, (ay, schwa)
+
+
+# espeak mnemonics of each letter name (en-us), read inside an equation ("3 <letter> plus")
+LETTER_NAMES = {
+    "a": "eI", "b": "b i:", "c": "s i:", "d": "d i:", "e": "i:", "f": "E f", "g": "dZ i:",
+    "h": "eI tS", "i": "aI", "j": "dZ eI", "k": "k eI", "l": "E l", "m": "E m", "n": "E n",
+    "o": "oU", "p": "p i:", "q": "k j u:", "r": "A@", "s": "E s", "t": "t i:", "u": "j u:",
+    "v": "v i:", "w": "d V b @L j u:", "x": "E k s", "y": "w aI", "z": "z i:",
+}
+
+
+def test_every_letter_is_read_as_its_name():
+    voice = S.Voice("en-us+m1", 175, 50)
+    prefix, suffix = _names(S.synthesize("3", voice)), ["p", "l", "V", "s"]
+    for letter, expected in LETTER_NAMES.items():
+        names = _names(S.synthesize(f"3 {letter} plus", voice))
+        assert names[: len(prefix)] == prefix and names[-4:] == suffix, (letter, names)
+        assert names[len(prefix):-4] == expected.split(), (letter, names)

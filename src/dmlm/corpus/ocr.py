@@ -167,24 +167,46 @@ def ocr_easyocr(images, threads: int = 1, progress: bool = True, model_dir=None)
 
 # ----------------------------------------------------------------------------------- the stage
 def read_ids(manifest_tsv) -> list[str]:
+    """The ``id`` column of a split's manifest (DmlmError naming the file if it is missing, empty,
+    unreadable, has no ``id`` column, or has empty or repeated ids)."""
     path = Path(manifest_tsv)
     if not path.exists():
         raise DmlmError(f"manifest missing: {path}")
     try:
         frame = pd.read_csv(path, sep="\t", usecols=["id"], dtype={"id": str},
                             keep_default_na=False)
-    except ValueError as err:
-        raise DmlmError(f"{path}: no `id` column ({err})") from err
-    return frame["id"].tolist()
+    except pd.errors.EmptyDataError as err:
+        raise DmlmError(f"{path}: manifest is empty (not even a header)") from err
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise DmlmError(f"{path}: unreadable manifest or no `id` column ({err})") from err
+    ids = frame["id"].tolist()
+    if any(not i for i in ids):
+        raise DmlmError(f"{path}: empty id in row {ids.index('') + 1}")
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise DmlmError(f"{path}: repeated ids {dup}")
+    return ids
 
 
 def load_images(images_npy) -> np.ndarray:
+    """A split's images: uint8 (N, height, width), memory-mapped. DmlmError naming the file if
+    it is missing, empty, not a .npy array (corrupt, truncated, pickled objects) or of the wrong
+    dtype or shape."""
     path = Path(images_npy)
     if not path.exists():
         raise DmlmError(f"images file missing: {path}")
-    images = np.load(path, mmap_mode="r")
+    if path.stat().st_size == 0:
+        raise DmlmError(f"{path}: images file is empty (0 bytes)")
+    try:
+        images = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:  # bad header, truncated data, object arrays
+        raise DmlmError(f"{path}: not a readable .npy array ({err})") from err
+    if not isinstance(images, np.ndarray):
+        raise DmlmError(f"{path}: expected one .npy array, got {type(images).__name__}")
     if images.ndim != 3 or images.dtype != np.uint8:
         raise DmlmError(f"{path}: expected uint8 (N, height, width), got {images.dtype} {images.shape}")
+    if images.shape[0] and (images.shape[1] < 8 or images.shape[2] < 8):
+        raise DmlmError(f"{path}: images of {images.shape[1]}x{images.shape[2]} pixels are too small")
     return images
 
 
@@ -206,7 +228,8 @@ def run_ocr(images_npy, manifest_tsv, out_tsv, engine: str = "tesseract", thread
     ids = read_ids(manifest_tsv)
     if len(ids) != len(images):
         raise DmlmError(
-            f"{manifest_tsv} has {len(ids)} ids but {images_npy} has {len(images)} images"
+            f"{manifest_tsv} has {len(ids)} ids but {images_npy} has {len(images)} images "
+            "(the two files are not of the same split)"
         )
     texts = ocr_images(images, engine, threads, model_dir=model_dir)
     frame = pd.DataFrame({"id": ids, "ocr": texts, "engine": engine})

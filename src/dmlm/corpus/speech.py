@@ -40,7 +40,22 @@ import numpy as np
 
 from dmlm.errors import DmlmError
 
-__all__ = ["Voice", "Speech", "synthesize", "make_speakers", "silence", "check_voice", "native_sample_rate"]
+__all__ = ["Voice", "Speech", "synthesize", "make_speakers", "silence", "check_voice", "native_sample_rate",
+           "espeak_text", "LETTER_PHONEMES"]
+
+#: Words espeak would not read as a letter name, with the phoneme input (espeak mnemonics) that it
+#: reads instead. Checked on espeak-ng 1.51 (en-us, en, en-gb-x-rp, en-029) in the contexts of the
+#: grammar ("3 _ plus", "log of _ to the power of 2", "over 4 _ equals _"): the single letter "a" is
+#: read as the article (``a#``, a schwa, and merged into "of a" as ``@v@``); every other letter a-z
+#: is read as its letter name ("i" ``aI``, "u" ``ju:``, "o" ``oU``, "e" ``i:``, "z" ``zi:``/``zEd``).
+LETTER_PHONEMES = {"a": "[['eI]]"}
+
+
+def espeak_text(text: str) -> str:
+    """The text given to espeak for ``text`` (a transcript): every word listed in
+    :data:`LETTER_PHONEMES` is replaced by its phoneme input, so that the variable "a" is spoken
+    "ay". The transcript itself is unchanged; only what espeak reads differs."""
+    return " ".join(LETTER_PHONEMES.get(w, w) for w in text.split(" "))
 
 # --- espeak-ng constants (speak_lib.h) -------------------------------------------------------------
 AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -48,6 +63,7 @@ espeakINITIALIZE_PHONEME_EVENTS = 0x0001
 espeakINITIALIZE_DONT_EXIT = 0x8000
 POS_CHARACTER = 1
 espeakCHARS_UTF8 = 1
+espeakPHONEMES = 0x100  # text may hold phoneme input in [[ ]] (as the espeak-ng command line allows)
 espeakRATE, espeakPITCH = 1, 3
 EE_OK = 0
 EVENT_LIST_TERMINATED, EVENT_PHONEME, EVENT_SAMPLERATE = 0, 7, 8
@@ -198,7 +214,8 @@ class _Engine:
         # some voices (klatt, breath) draw noise from libc rand(): seed it from the utterance
         _libc_srand(zlib.crc32(voice.name.encode() + b"\0" + data))
         buf = ctypes.create_string_buffer(data, len(data))
-        rc = self.lib.espeak_Synth(buf, len(data), 0, POS_CHARACTER, 0, espeakCHARS_UTF8, None, None)
+        rc = self.lib.espeak_Synth(buf, len(data), 0, POS_CHARACTER, 0, espeakCHARS_UTF8 | espeakPHONEMES,
+                                   None, None)
         self.lib.espeak_Synchronize()
         if rc != EE_OK:
             raise DmlmError(f"espeak_Synth failed (error {rc}) for voice {voice.name!r}, text {text[:60]!r}")
@@ -288,10 +305,15 @@ def _resample(x: np.ndarray, orig: int, new: int) -> np.ndarray:
     return resample_poly(x, new // g, orig // g).astype(np.float32, copy=False)
 
 
-def synthesize(text: str, voice: Voice, sample_rate: int = 16000) -> Speech:
-    """Speak ``text`` with ``voice``; audio at ``sample_rate`` plus phoneme intervals in seconds."""
+def synthesize(text: str, voice: Voice, sample_rate: int = 16000, letter_names: bool = True) -> Speech:
+    """Speak ``text`` with ``voice``; audio at ``sample_rate`` plus phoneme intervals in seconds.
+
+    With ``letter_names`` (default) the text goes through :func:`espeak_text` first, so a lone
+    "a" is read as the letter ("ay"), not as the article. Text in ``[[ ]]`` is phoneme input."""
     if sample_rate <= 0:
         raise DmlmError(f"sample_rate must be positive, got {sample_rate}")
+    if letter_names:
+        text = espeak_text(text)
     with _lock:
         with _Engine() as eng:
             pcm, events = eng.synth(text, voice)
