@@ -12,9 +12,10 @@ def mix_settings(wildcards):
         recipe = config["noise"]["train_noise"][wildcards.noisy_cond.removeprefix("mix-")]
     else:
         recipe = {"fraction_noisy": 1.0, "snrs": [grid.snr_of_cond(wildcards.noisy_cond)]}
-    return as_json(
-        {"seed": config["seed"], "placement": config["noise"]["placement"], **recipe}
-    )
+    placement = {"placement": config["noise"]["placement"]}
+    if placement["placement"] == "random_segment":
+        placement["segment_fraction"] = config["noise"].get("segment_fraction", 0.5)
+    return as_json({"seed": config["seed"], **placement, **recipe})
 
 
 rule noise_bank:
@@ -23,7 +24,7 @@ rule noise_bank:
         table="results/noise/{bank}/noise.tsv",
     params:
         settings=as_json({"seed": config["seed"], **config["noise"]["bank"]}),
-        code=code_version("noise/bank.py", "corpus/speech.py"),
+        code=code_version("noise/bank.py", "noise/midi.py", "corpus/speech.py"),
     log:
         "results/logs/noise_bank/{bank}.log",
     benchmark:

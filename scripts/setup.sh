@@ -8,6 +8,11 @@ need=()
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 [ -e /usr/lib/x86_64-linux-gnu/libespeak-ng.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libespeak-ng.so.1 ] || need+=(libespeak-ng1)
 command -v tesseract >/dev/null || need+=(tesseract-ocr tesseract-ocr-eng)
+# recordings and a soundfont for the built-in noise bank (noise.bank.recordings)
+[ -d /usr/share/sonic-pi/samples ] || need+=(sonic-pi-samples)
+[ -d /usr/share/games/colobot/music ] || need+=(colobot-common-sounds)
+command -v fluidsynth >/dev/null || need+=(fluidsynth)
+[ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need+=(fluid-soundfont-gm)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

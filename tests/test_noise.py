@@ -89,23 +89,90 @@ def _mix(corpus, bank, out, **kw):
 def test_builtin_bank_tsv_and_arrays(noise_bank, tmp_path):
     table = read_table(f"{noise_bank}.tsv")
     bank = Ragged.load(noise_bank)
-    assert list(table.columns) == ["name", "category", "seconds"]
+    assert list(table.columns) == ["name", "category", "seconds", "package", "origin", "start_s", "orig_sr", "licence"]
     assert len(table) == len(bank) >= 9
     assert set(table["category"]) == {"noise", "music", "speech"}
-    assert {"white", "pink", "brown", "hum50", "hum60", "babble1", "music1"} <= set(table["name"])
+    assert {"white", "pink", "brown", "hum50", "hum60", "babble1", "midi1", "midi2"} <= set(table["name"])
     assert dict(zip(table["name"], table["category"]))["babble1"] == "speech"
     assert bank.data.dtype == np.float32
+    synthesized = table["package"] == ""
     for i in range(len(bank)):
         x = np.asarray(bank[i], dtype=np.float64)
-        assert len(x) == 3 * SR and table["seconds"][i] == pytest.approx(3.0)
+        assert len(x) / SR == pytest.approx(table["seconds"][i], abs=1e-4)
+        if synthesized[i]:
+            assert len(x) == 3 * SR
+        else:
+            assert SR // 4 <= len(x) <= 3 * SR  # catalogued files are >= 1.3 s before trimming silence
         assert np.sqrt(np.mean(x ** 2)) == pytest.approx(B.TARGET_RMS, rel=0.05) or np.max(np.abs(x)) == pytest.approx(0.99, rel=1e-3)
         assert np.max(np.abs(x)) <= 0.99 + 1e-6
-    # deterministic from the seed (the cheap sources; babble is covered by the fixture's own build)
-    a, b = B.builtin_sources({"name": "builtin", "seconds_per_source": 1, "seed": 7, "babble_sources": 0}), \
-        B.builtin_sources({"name": "builtin", "seconds_per_source": 1, "seed": 7, "babble_sources": 0})
-    c = B.builtin_sources({"name": "builtin", "seconds_per_source": 1, "seed": 8, "babble_sources": 0})
-    assert all(np.array_equal(x[2], y[2]) for x, y in zip(a, b))
+    # deterministic from the seed: recordings, MIDI renders and synthesized sources (babble is
+    # covered by the fixture's own build)
+    cheap = {"name": "builtin", "seconds_per_source": 1, "babble_sources": 0, "recordings_per_category": 3}
+    a, b = B.builtin_sources({**cheap, "seed": 7}), B.builtin_sources({**cheap, "seed": 7})
+    c = B.builtin_sources({**cheap, "seed": 8})
+    assert [x[0] for x in a] == [x[0] for x in b]
+    assert all(np.array_equal(x[2], y[2]) and x[3] == y[3] for x, y in zip(a, b))
     assert not np.array_equal(a[0][2], c[0][2])
+    assert [x[0] for x in a] != [x[0] for x in c]  # another seed draws other recordings
+
+
+def test_builtin_recordings_are_the_package_files(noise_bank):
+    """Recorded sources come from the Debian packages' files, with origin, offset and licence."""
+    table = read_table(f"{noise_bank}.tsv")
+    bank = Ragged.load(noise_bank)
+    rec = table[table["package"] != ""]
+    assert set(rec["package"]) == {"sonic-pi-samples", "colobot-common-sounds"}
+    assert set(rec["category"]) == {"noise", "music"}
+    assert (rec.groupby("category").size() == 8).all()  # recordings_per_category default
+    licences = {"sonic-pi-samples": "CC0-1.0", "colobot-common-sounds": "GPL-3+"}
+    for i, row in rec.iterrows():
+        assert row["licence"] == licences[row["package"]]
+        info = sf.info(row["origin"])
+        assert int(row["orig_sr"]) == info.samplerate and 0 <= float(row["start_s"]) < info.duration
+        # the stored audio is the file's audio from start_s, resampled and scaled
+        data, sr = sf.read(row["origin"], dtype="float64", always_2d=True)
+        a = int(round(float(row["start_s"]) * sr))
+        ref = B._resample(data.mean(axis=1)[a:a + int(np.ceil(3 * sr))], sr, SR)
+        x = np.asarray(bank[i], dtype=np.float64)
+        ref = ref[: len(x)] - ref[: len(x)].mean()
+        assert np.corrcoef(ref, x[: len(ref)])[0, 1] > 0.99, row["name"]
+    licence = dict(zip(table["name"], table["licence"]))
+    assert "MIT" in licence["midi1"] and "espeak" in licence["babble1"]
+
+
+def test_builtin_missing_package_names_it(tmp_path, monkeypatch):
+    settings = {"name": "builtin", "seconds_per_source": 1, "seed": 1, "babble_sources": 0}
+    monkeypatch.setitem(B.PACKAGES, "colobot", ("colobot-common-sounds", tmp_path / "nowhere", "GPL-3+"))
+    with pytest.raises(DmlmError, match="'colobot-common-sounds'.*not installed"):
+        B.build_bank(settings, tmp_path / "out" / "a")
+    assert not (tmp_path / "out" / "a.npy").exists()
+    monkeypatch.undo()
+    from dmlm.noise import midi
+
+    monkeypatch.setattr(midi, "SOUNDFONT", tmp_path / "none.sf2")
+    with pytest.raises(DmlmError, match="fluid-soundfont-gm"):
+        B.build_bank(settings, tmp_path / "out" / "b")
+    # the explicit synthesized-only bank needs no package
+    B.build_bank({**settings, "recordings": False}, tmp_path / "out" / "c")
+    table = read_table(tmp_path / "out" / "c.tsv")
+    assert list(table["name"]) == ["white", "pink", "brown", "hum50", "hum60", "music1", "music2"]
+    assert (table["package"] == "").all()
+    with pytest.raises(DmlmError, match="recordings_per_category"):
+        B.build_bank({**settings, "recordings_per_category": -1}, tmp_path / "out" / "d")
+
+
+def test_midi_music_renders_deterministically():
+    from dmlm.noise import midi
+
+    piece, desc = midi.compose(4.0, np.random.default_rng(3))
+    again, _ = midi.compose(4.0, np.random.default_rng(3))
+    assert piece == again and piece[:4] == b"MThd" and b"MTrk" in piece
+    x = midi.render(piece, SR)
+    assert np.array_equal(x, midi.render(piece, SR))
+    assert len(x) >= 4 * SR and np.sqrt(np.mean(x ** 2)) > 1e-3
+    # tonal: most energy in a few spectral peaks, unlike noise
+    spec = np.sort(np.abs(np.fft.rfft(x[: 4 * SR])) ** 2)[::-1]
+    assert spec[: len(spec) // 100].sum() / spec.sum() > 0.5
 
 
 def test_babble_is_speech_like(noise_bank):
@@ -186,32 +253,81 @@ def test_musan_bank_reads_resamples_and_lists(tmp_path):
     assert list(Ragged.load(prefix).lengths()) == [SR // 2] * 3
 
 
-def test_musan_errors_name_the_path(tmp_path):
+def test_musan_folder_without_audio(tmp_path):
     empty = tmp_path / "empty"
     (empty / "noise").mkdir(parents=True)
     (empty / "noise" / "notes.txt").write_text("no audio here")
-    with pytest.raises(DmlmError, match=str(empty)):
+    (empty / "other").mkdir()
+    sf.write(empty / "other" / "outside.wav", np.full(800, 0.1), SR)  # not under a category folder
+    with pytest.raises(DmlmError, match=f"{empty}.*no audio files"):
         B.build_bank({"path": str(empty)}, tmp_path / "out" / "a")
     with pytest.raises(DmlmError, match="does not exist"):
         B.build_bank({"path": str(tmp_path / "missing")}, tmp_path / "out" / "a")
-
-    corrupt_root = tmp_path / "corrupt"
-    (corrupt_root / "music").mkdir(parents=True)
-    sf.write(corrupt_root / "music" / "fine.wav", np.full(800, 0.1), SR)
-    bad = corrupt_root / "music" / "broken.wav"
-    bad.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage that is not a wave file")
-    with pytest.raises(DmlmError, match="broken.wav"):
-        B.build_bank({"path": str(corrupt_root)}, tmp_path / "out" / "b")
-
-    empty_wav_root = tmp_path / "emptywav"
-    (empty_wav_root / "speech").mkdir(parents=True)
-    sf.write(empty_wav_root / "speech" / "zero.wav", np.zeros(0), SR)
-    with pytest.raises(DmlmError, match="zero.wav"):
-        B.build_bank({"path": str(empty_wav_root)}, tmp_path / "out" / "c")
-    assert not (tmp_path / "out" / "c.npy").exists()
-
+    assert not (tmp_path / "out" / "a.npy").exists()
     with pytest.raises(DmlmError, match="builtin"):
         B.build_bank({"name": "nonsense"}, tmp_path / "out" / "d")
+
+
+def test_musan_corrupt_wav_names_the_file(tmp_path):
+    root = tmp_path / "corrupt"
+    (root / "music").mkdir(parents=True)
+    sf.write(root / "music" / "fine.wav", np.full(800, 0.1), SR)
+    bad = root / "music" / "broken.wav"
+    bad.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage that is not a wave file")
+    with pytest.raises(DmlmError, match="broken.wav"):
+        B.build_bank({"path": str(root)}, tmp_path / "out" / "b")
+    # a truncated file (valid header, data cut short) reads as fewer samples, not an error, but a
+    # header cut inside the fmt chunk is corrupt
+    sf.write(bad, np.full(SR, 0.1), SR)
+    bad.write_bytes(bad.read_bytes()[:30])
+    with pytest.raises(DmlmError, match="broken.wav"):
+        B.build_bank({"path": str(root)}, tmp_path / "out" / "b")
+    nan = root / "music" / "nan.wav"
+    bad.unlink()
+    sf.write(nan, np.array([0.1, np.nan, 0.2] * 100), SR, subtype="FLOAT")
+    with pytest.raises(DmlmError, match="nan.wav.*NaN"):
+        B.build_bank({"path": str(root)}, tmp_path / "out" / "b")
+    assert not (tmp_path / "out" / "b.npy").exists()
+
+
+def test_musan_empty_or_silent_wav_names_the_file(tmp_path):
+    root = tmp_path / "emptywav"
+    (root / "speech").mkdir(parents=True)
+    sf.write(root / "speech" / "zero.wav", np.zeros(0), SR)
+    with pytest.raises(DmlmError, match="zero.wav.*empty"):
+        B.build_bank({"path": str(root)}, tmp_path / "out" / "c")
+    sf.write(root / "speech" / "zero.wav", np.zeros(SR), SR)
+    with pytest.raises(DmlmError, match="zero.wav.*silence"):
+        B.build_bank({"path": str(root)}, tmp_path / "out" / "c")
+    assert not (tmp_path / "out" / "c.npy").exists()
+
+
+def test_musan_wrong_sample_rate_is_resampled_and_counted(tmp_path, capsys):
+    """Documented choice: any rate >= 8 kHz is resampled to 16 kHz and counted (orig_sr column,
+    CLI log line); below 8 kHz it is an error naming the file."""
+    from dmlm.noise import cli
+
+    root = tmp_path / "rates"
+    (root / "noise").mkdir(parents=True)
+    t = np.arange(int(0.5 * 48000)) / 48000
+    sf.write(root / "noise" / "a48k.wav", 0.3 * np.sin(2 * np.pi * 1000 * t), 48000)
+    sf.write(root / "noise" / "b16k.wav", np.full(SR // 2, 0.1) * np.sign(np.sin(np.arange(SR // 2))), SR)
+    sf.write(root / "noise" / "c22k.flac", 0.1 * np.random.default_rng(0).standard_normal(11025), 22050)
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    prefix = tmp_path / "bank" / "noise"
+    args = parser.parse_args(["noise-bank", "--out-prefix", str(prefix), "--settings", json.dumps({"path": str(root)})])
+    args.func(args)
+    table = read_table(f"{prefix}.tsv")
+    assert list(table["orig_sr"]) == [48000, 16000, 22050]
+    assert list(Ragged.load(prefix).lengths()) == [SR // 2] * 3
+    x = np.asarray(Ragged.load(prefix)[0], np.float64)[1000:-1000]  # the 1 kHz tone survives resampling
+    f = np.fft.rfftfreq(len(x), 1 / SR)
+    assert f[np.argmax(np.abs(np.fft.rfft(x)))] == pytest.approx(1000, abs=5)
+    assert "2 files resampled to 16000 Hz (1 at 22050 Hz, 1 at 48000 Hz)" in capsys.readouterr().err
+    sf.write(root / "noise" / "d4k.wav", 0.1 * np.random.default_rng(0).standard_normal(4000), 4000)
+    with pytest.raises(DmlmError, match="d4k.wav.*4000 Hz"):
+        B.build_bank({"path": str(root)}, prefix)
 
 
 # ----------------------------------------------------------------------------- mixing
@@ -261,6 +377,50 @@ def test_whole_placement(corpus, noise_bank, utterances, tmp_path):
         assert measured_snr(clean, mixed, whole, SR, scale=float(tsv["scale"][i])) == pytest.approx(-5, abs=0.1)
         assert np.all(mixed[: int(0.3 * SR)] != 0)  # noise in the lead-in silence too
         assert np.max(np.abs(mixed)) <= 1.0
+
+
+def _windows_of(tsv, i):
+    return [tuple(w) for w in json.loads(tsv["windows"][i])]
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.2])
+def test_random_segment_placement(corpus, noise_bank, utterances, tmp_path, fraction):
+    tsvs = {}
+    for snr in (20, 0, -20):
+        out, tsv = _mix(corpus, noise_bank, tmp_path / f"rs{snr}", placement="random_segment",
+                        snrs=[snr], segment_fraction=fraction)
+        tsvs[snr] = tsv
+        for i, (uid, clean, seg) in enumerate(utterances):
+            mixed = np.asarray(out[i])
+            windows = _windows_of(tsv, i)
+            assert len(windows) == 1
+            (start, end), first, last = windows[0], seg[0][0], seg[-1][1]
+            assert first - 1e-4 <= start < end <= last + 1e-4  # inside the spoken span
+            assert end - start == pytest.approx(fraction * (last - first), abs=2 / SR)
+            assert measured_snr(clean, mixed, windows, SR) == pytest.approx(snr, abs=0.1)
+            assert float(tsv["measured_snr"][i]) == pytest.approx(snr, abs=0.1)
+            assert np.max(np.abs(mixed)) <= 0.99 + 1e-6
+            scale = float(tsv["scale"][i])
+            outside = np.ones(len(clean), bool)
+            outside[window_indices(windows, len(clean), SR)] = False
+            np.testing.assert_allclose(mixed[outside].astype(np.float64), scale * clean[outside].astype(np.float64),
+                                       rtol=1e-6, atol=1e-7)
+            if scale == 1.0:
+                assert np.array_equal(mixed[outside], clean[outside])
+            assert not np.allclose(mixed[~outside], scale * clean[~outside])
+    # one window per utterance, shared by every SNR condition (paired), and different across utterances
+    assert list(tsvs[20]["windows"]) == list(tsvs[0]["windows"]) == list(tsvs[-20]["windows"])
+    starts = [_windows_of(tsvs[0], i)[0][0] - utterances[i][2][0][0] for i in range(len(utterances))]
+    assert len(set(np.round(starts, 3))) == len(utterances)
+
+
+def test_windows_recorded_for_every_placement(corpus, noise_bank, utterances, tmp_path):
+    _, tsv = _mix(corpus, noise_bank, tmp_path / "sh", snrs=[5])
+    for i, (_, clean, seg) in enumerate(utterances):
+        expected = noise_windows(seg, len(clean) / SR, "second_half")
+        np.testing.assert_allclose(_windows_of(tsv, i), expected, atol=1 / SR)
+    with pytest.raises(DmlmError, match="segment_fraction"):
+        _mix(corpus, noise_bank, tmp_path / "x", placement="random_segment", segment_fraction=0)
 
 
 def test_fraction_zero_is_clean(corpus, noise_bank, utterances, tmp_path):

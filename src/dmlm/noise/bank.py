@@ -1,16 +1,30 @@
 """Noise banks: a built-in, offline, deterministic bank or a MUSAN folder, stored as one ragged array.
 
 Outputs (both builders): ``<out_prefix>`` (ragged float32, 16 kHz mono, one item per source) and
-``<out_prefix>.tsv`` with columns ``name``, ``category`` (``noise`` | ``music`` | ``speech``),
-``seconds``. Row i of the table describes item i of the ragged array.
+``<out_prefix>.tsv``, one row per item (row i describes item i of the ragged array):
+
+- ``name``; ``category`` (``noise`` | ``music`` | ``speech``); ``seconds`` (stored length);
+- ``package``: the Debian package the recording comes from ("" for synthesized sources and MUSAN);
+- ``origin``: the file of origin (absolute path), or what synthesized the source;
+- ``start_s``: where in that file the stored audio starts; ``orig_sr``: the file's sample rate
+  (0 for synthesized sources), so resampled files are counted;
+- ``licence``: the source's licence as its Debian copyright file states it ("" for MUSAN: see
+  the LICENSE files of the MUSAN folder).
 
 Settings (the config's ``noise.bank`` plus the global seed):
 
 - built-in: ``{"name": "builtin", "seconds_per_source": S, "seed": int}``; optional
-  ``"babble_sources"`` (default 2), ``"music_sources"`` (default 2).
+  ``"recordings"`` (default true), ``"recordings_per_category"`` (default 8),
+  ``"babble_sources"`` (default 2), ``"music_sources"`` (default 2: MIDI renders, or synthesized
+  music without recordings). See :func:`builtin_sources`.
 - MUSAN: ``{"path": "/data/musan", ...}``; optional ``"seconds_per_source"`` (keep the first S
   seconds of each file; default: whole files), ``"max_per_category"`` (a seeded random subset of
-  files per category; default: all), ``"seed"``.
+  files per category; default: all), ``"seed"``. Files: ``.wav``, ``.flac`` or ``.ogg`` under
+  ``noise/``, ``music/``, ``speech/``. Bad inputs: a corrupt or unreadable file, an empty one
+  (no samples), one with NaN/inf samples, all-zero audio, or a sample rate below 8 kHz stop the
+  build with a DmlmError naming the file (a bank silently missing files would change the
+  experiment). Any other sample rate is resampled to 16 kHz and counted: ``orig_sr`` in the TSV,
+  and the CLI log line says how many files were resampled.
 """
 
 from __future__ import annotations
@@ -31,9 +45,16 @@ SAMPLE_RATE = 16000
 CATEGORIES = ("noise", "music", "speech")
 TARGET_RMS = 0.1  # every built-in source is stored at this RMS (mixing rescales anyway)
 
-# espeak-ng voices for babble ("en-gb+X" does not work with Debian's espeak-ng; "en+X" does)
-BABBLE_VOICES = tuple(f"{lang}+{v}" for lang in ("en-us", "en") for v in
-                      ("m1", "m2", "m3", "m4", "f1", "f2", "f3", "f4"))
+# espeak-ng voices for babble ("en-gb+X" does not work with Debian's espeak-ng; "en+X" does):
+# two accents x 48 human-sounding variants of espeak-ng 1.51 (robots, whisper, croak left out)
+BABBLE_VARIANTS = (
+    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5",
+    "adam", "Alex", "Alicia", "Andy", "Annie", "aunty", "belinda", "benjamin", "caleb", "david",
+    "ed", "edward", "Gene", "gustave", "Jacky", "john", "Lee", "linda", "max", "Michael", "Mike",
+    "norbert", "paul", "quincy", "rob", "robert", "steph", "travis", "victor", "zac", "grandma",
+    "grandpa", "shelby", "sandro", "anika",
+)
+BABBLE_VOICES = tuple(f"{lang}+{v}" for lang in ("en-us", "en") for v in BABBLE_VARIANTS)
 
 _WORDS = (
     "the a this that my your our their some every one another people time day night year way "
@@ -90,20 +111,27 @@ def _seconds(settings: dict) -> float:
     return s
 
 
+COLUMNS = ("name", "category", "seconds", "package", "origin", "start_s", "orig_sr", "licence")
+
+
 def _write_bank(out_prefix, items) -> list[tuple[str, str, float]]:
-    """Write (name, category, audio) triples (any iterable: a generator streams, so a bank of many
-    GB never sits in memory) as the ragged array and its TSV; returns (name, category, seconds)."""
+    """Write (name, category, audio, meta) items (any iterable: a generator streams, so a bank of
+    many GB never sits in memory) as the ragged array and its TSV; ``meta`` holds the other
+    ``COLUMNS`` (missing ones are written empty). Returns (name, category, seconds) per source."""
     rows, lengths = [], []
     data_path, offsets_path = ragged_paths(out_prefix)
     data_path.parent.mkdir(parents=True, exist_ok=True)
     fd, raw = tempfile.mkstemp(prefix=f".{data_path.name}.", suffix=".raw", dir=data_path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            for name, category, audio in items:
+            for name, category, audio, meta in items:
                 audio = np.ascontiguousarray(audio, dtype="<f4")
                 f.write(audio.tobytes())
                 lengths.append(len(audio))
-                rows.append((name, category, len(audio) / SAMPLE_RATE))
+                row = {"name": name, "category": category, "seconds": round(len(audio) / SAMPLE_RATE, 4),
+                       "package": "", "origin": "", "start_s": 0.0, "orig_sr": 0, "licence": ""}
+                row.update(meta or {})
+                rows.append({k: row[k] for k in COLUMNS})
         if not rows:
             raise DmlmError(f"noise bank {out_prefix}: no sources")
         with atomic_path(data_path) as tmp:
@@ -114,10 +142,8 @@ def _write_bank(out_prefix, items) -> list[tuple[str, str, float]]:
     finally:
         Path(raw).unlink(missing_ok=True)
     save_npy(offsets_path, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
-    write_table(f"{out_prefix}.tsv", [
-        {"name": n, "category": c, "seconds": round(sec, 4)} for n, c, sec in rows
-    ])
-    return rows
+    write_table(f"{out_prefix}.tsv", rows)
+    return [(r["name"], r["category"], n / SAMPLE_RATE) for r, n in zip(rows, lengths)]
 
 
 # ----------------------------------------------------------------------------- built-in sources
@@ -232,7 +258,7 @@ def babble(n: int, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE,
                       pitch=int(rng.integers(30, 71)))
         parts, length, calls = [], 0, 0
         while length < n_native:
-            speech = synthesize(random_sentence(rng), voice, sample_rate=native)
+            speech = synthesize(random_sentence(rng), voice, sample_rate=native, letter_names=False)
             audio = _trim_silence(np.asarray(speech.audio, dtype=np.float64).ravel())
             pause = np.zeros(int(rng.uniform(0.05, 0.4) * native))
             parts += [audio, pause]
@@ -262,26 +288,181 @@ def _trim_silence(x: np.ndarray, threshold: float = 1e-3) -> np.ndarray:
     return x[loud[0]:loud[-1] + 1] if len(loud) else x[:0]
 
 
-def builtin_sources(settings: dict) -> list[tuple[str, str, np.ndarray]]:
-    """The built-in bank's (name, category, float32 audio) triples."""
+# ----------------------------------------------------------------------------- recordings from Debian
+
+SONIC_PI = ("sonic-pi-samples", Path("/usr/share/sonic-pi/samples"), "CC0-1.0")
+COLOBOT = ("colobot-common-sounds", Path("/usr/share/games/colobot"), "GPL-3+")
+PACKAGES = {"sonic-pi": SONIC_PI, "colobot": COLOBOT}
+
+# (package key, file relative to the package's folder, category). Curated by ear and by length:
+# sonic-pi's ambient, hum and machine recordings are noise, its loops and instruments music;
+# colobot's sound effects (motors, machines, impacts; those of 1.3 s or more) are noise, its
+# soundtrack music. Files shorter than seconds_per_source are stored whole (the mixer loops them).
+_SONIC_NOISE = ("ambi_glass_hum", "ambi_haunted_hum", "ambi_drone", "ambi_sauna", "ambi_lunar_land",
+                "ambi_dark_woosh", "ambi_glass_rub", "ambi_soft_buzz", "ambi_swoosh",
+                "loop_3d_printer", "loop_industrial", "vinyl_hiss")
+_SONIC_MUSIC = ("loop_amen_full", "loop_compus", "loop_garzul", "loop_mika", "loop_safari",
+                "loop_tabla", "loop_weirdo", "loop_drone_g_97", "loop_breakbeat", "loop_electric",
+                "loop_mehackit1", "loop_mehackit2", "guit_em9", "guit_e_fifths", "ambi_piano",
+                "ambi_choir")
+_COLOBOT_NOISE = (2, 3, 4, 12, 18, 19, 21, 22, 26, 29, 42, 44, 47, 49, 56, 57, 58, 61, 62, 66, 68,
+                  70, 74, 76, 77, 78)
+_COLOBOT_MUSIC = ("Constructive", "Humanitarian", "Hv2", "Infinite", "Intro1", "Intro2", "Proton",
+                  "Prototype", "Quite") + tuple(f"music{i:03d}" for i in range(2, 14))
+RECORDINGS = (
+    tuple(("sonic-pi", f"{n}.flac", "noise") for n in _SONIC_NOISE)
+    + tuple(("colobot", f"sounds/sound{i:03d}.wav", "noise") for i in _COLOBOT_NOISE)
+    + tuple(("sonic-pi", f"{n}.flac", "music") for n in _SONIC_MUSIC)
+    + tuple(("colobot", f"music/{n}.ogg", "music") for n in _COLOBOT_MUSIC)
+)
+_OPT_OUT = "or set noise.bank.recordings: false for a synthesized-only bank"
+
+
+def check_packages() -> None:
+    """DmlmError naming the Debian package when a package the built-in bank reads is missing."""
+    from dmlm.noise import midi
+
+    for package, folder, _ in PACKAGES.values():
+        if not folder.is_dir():
+            raise DmlmError(f"the built-in noise bank reads recordings from the Debian package "
+                            f"'{package}', which is not installed ({folder} is missing): install it "
+                            f"(scripts/setup.sh does), {_OPT_OUT}")
+    midi.check_available()
+
+
+def select_recordings(seed: int, per_category: int) -> list[tuple[str, str, str]]:
+    """A seeded subset of ``RECORDINGS``: up to ``per_category`` per category, in catalogue order."""
+    out = []
+    for category in CATEGORIES:
+        group = [r for r in RECORDINGS if r[2] == category]
+        if len(group) > per_category:
+            rng = np.random.default_rng([int(seed), zlib.crc32(f"recordings/{category}".encode())])
+            group = [group[i] for i in np.sort(rng.choice(len(group), size=per_category, replace=False))]
+        out += group
+    return out
+
+
+def read_recording(path: Path, seconds: float, rng: np.random.Generator) -> tuple[np.ndarray, float, int]:
+    """Up to ``seconds`` of a recording as float64 mono at 16 kHz, silence trimmed at both ends; a
+    longer file gives a segment at a seeded random start (redrawn, up to 10 times, while less than
+    80% of its 50 ms frames are above -50 dBFS: a song's pause is not a noise source; the most
+    active draw is kept). Returns (audio, start_s, file_rate)."""
+    import soundfile as sf
+
+    best = None
+    try:
+        info = sf.info(str(path))
+        frames = int(np.ceil(seconds * info.samplerate))
+        for _attempt in range(10):
+            start = int(rng.integers(0, info.frames - frames + 1)) if info.frames > frames else 0
+            data, sr = sf.read(str(path), start=start, frames=frames, dtype="float64", always_2d=True)
+            x = data.mean(axis=1)
+            hop = max(1, int(0.05 * sr))
+            m = len(x) // hop * hop
+            rms = np.sqrt(np.mean(x[:m].reshape(-1, hop) ** 2, axis=1)) if m else np.zeros(1)
+            active = float(np.mean(rms > 10 ** (-50 / 20)))
+            if best is None or active > best[0]:
+                best = (active, start, x, sr)
+            if active >= 0.8 or info.frames <= frames:
+                break
+    except Exception as err:
+        raise DmlmError(f"cannot read audio file {path}: {err}") from err
+    _, start, x, sr = best
+    loud = np.flatnonzero(np.abs(x) > 1e-3 * max(np.max(np.abs(x), initial=0.0), 1e-12))
+    if not np.any(x) or len(loud) == 0:
+        raise DmlmError(f"audio file {path} is silent")
+    x = x[loud[0]:loud[-1] + 1]
+    start += int(loud[0])
+    return _resample(x, int(sr), SAMPLE_RATE)[: int(round(seconds * SAMPLE_RATE))], start / sr, int(sr)
+
+
+def recording_sources(seed: int, seconds: float, per_category: int):
+    """Yield (name, category, float32 audio, meta) for the selected package recordings."""
+    check_packages()
+    for key, rel, category in select_recordings(seed, per_category):
+        package, folder, licence = PACKAGES[key]
+        path = folder / rel
+        if not path.is_file():
+            raise DmlmError(f"the built-in noise bank expects {path} from the Debian package "
+                            f"'{package}' (a different version?); reinstall it, {_OPT_OUT}")
+        name = f"{key}/{Path(rel).with_suffix('').as_posix()}"
+        x, start_s, sr = read_recording(path, seconds, _source_rng(seed, name))
+        yield name, category, _normalize(x), {"package": package, "origin": str(path),
+                                              "start_s": round(start_s, 6), "orig_sr": sr,
+                                              "licence": licence}
+
+
+def builtin_sources(settings: dict) -> list[tuple[str, str, np.ndarray, dict]]:
+    """The built-in bank's (name, category, float32 audio, meta) items; ``meta`` fills the TSV's
+    ``package``, ``origin``, ``start_s``, ``orig_sr`` and ``licence`` columns.
+
+    - noise: white, pink and brown noise, 50 and 60 Hz hum (synthesized), then recordings;
+    - music: ``music_sources`` pieces composed as MIDI and rendered by fluidsynth with the GM
+      soundfont (:mod:`dmlm.noise.midi`), then recordings; without recordings, synthesized music;
+    - speech: ``babble_sources`` babbles of 4-8 espeak-ng talkers (voices from ``BABBLE_VOICES``).
+
+    Recordings (``recordings``, default true): ``recordings_per_category`` (default 8) files drawn
+    with the seed from ``RECORDINGS`` per category (packages ``sonic-pi-samples``, CC0, and
+    ``colobot-common-sounds``, GPL-3+), each up to ``seconds_per_source`` long. Every source is
+    drawn from its own generator seeded by (seed, name), so the bank is a function of the seed and
+    the package versions. A missing package raises a DmlmError naming it: there is no silent
+    fallback, since a bank that depends on what happens to be installed would change results;
+    ``recordings: false`` is the explicit synthesized-only bank.
+    """
     seconds = _seconds(settings)
     seed = int(_require(settings, "seed"))
+    recordings = settings.get("recordings", True)
+    if not isinstance(recordings, bool):
+        raise DmlmError(f"settings: 'noise.bank.recordings' must be true or false, got {recordings!r}")
+    per_category = _count(settings, "recordings_per_category", 8, minimum=0)
+    n_music = _count(settings, "music_sources", 2)
+    n_babble = _count(settings, "babble_sources", 2)
     n = int(round(seconds * SAMPLE_RATE))
+    if recordings:
+        check_packages()  # before any work
     out = []
 
-    def add(name, category, make):
-        out.append((name, category, _normalize(make(_source_rng(seed, name)))))
+    def add(name, category, make, origin, licence="n/a (synthesized here)"):
+        out.append((name, category, _normalize(make(_source_rng(seed, name))),
+                    {"origin": origin, "licence": licence}))
 
-    add("white", "noise", lambda r: coloured_noise(n, 0.0, r))
-    add("pink", "noise", lambda r: coloured_noise(n, 1.0, r))
-    add("brown", "noise", lambda r: coloured_noise(n, 2.0, r))
-    add("hum50", "noise", lambda r: hum(n, 50.0, r))
-    add("hum60", "noise", lambda r: hum(n, 60.0, r))
-    for i in range(int(settings.get("music_sources", 2))):
-        add(f"music{i + 1}", "music", lambda r: music(n, r))
-    for i in range(int(settings.get("babble_sources", 2))):
-        add(f"babble{i + 1}", "speech", lambda r: babble(n, r))
+    add("white", "noise", lambda r: coloured_noise(n, 0.0, r), "synthesized: white noise")
+    add("pink", "noise", lambda r: coloured_noise(n, 1.0, r), "synthesized: pink noise (1/f)")
+    add("brown", "noise", lambda r: coloured_noise(n, 2.0, r), "synthesized: brown noise (1/f^2)")
+    add("hum50", "noise", lambda r: hum(n, 50.0, r), "synthesized: 50 Hz mains hum")
+    add("hum60", "noise", lambda r: hum(n, 60.0, r), "synthesized: 60 Hz mains hum")
+    rec = list(recording_sources(seed, seconds, per_category)) if recordings else []
+    out += [r for r in rec if r[1] == "noise"]
+    for i in range(n_music):
+        if recordings:
+            add(f"midi{i + 1}", "music", lambda r: midi_music(n, r),
+                "fluidsynth + FluidR3_GM.sf2 rendering a generated MIDI piece",
+                "MIT (soundfont, fluid-soundfont-gm)")
+        else:
+            add(f"music{i + 1}", "music", lambda r: music(n, r), "synthesized: pentatonic music")
+    out += [r for r in rec if r[1] == "music"]
+    for i in range(n_babble):
+        add(f"babble{i + 1}", "speech", lambda r: babble(n, r), "espeak-ng babble of 4-8 talkers",
+            "GPL-3+ (espeak-ng)")
     return out
+
+
+def midi_music(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` samples of a seeded MIDI piece rendered by fluidsynth (see :mod:`dmlm.noise.midi`)."""
+    from dmlm.noise import midi
+
+    piece, _ = midi.compose(n / SAMPLE_RATE + 1.0, rng)
+    x = _trim_silence(midi.render(piece, SAMPLE_RATE))
+    if len(x) < n:  # pieces are composed a little longer than needed; loop if fluidsynth was short
+        x = np.tile(x, -(-n // max(len(x), 1)))
+    return x[:n]
+
+
+def _count(settings: dict, key: str, default: int, minimum: int = 0) -> int:
+    value = settings.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise DmlmError(f"settings: 'noise.bank.{key}' must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def build_builtin_bank(out_prefix, settings: dict) -> list[tuple[str, str, float]]:
@@ -291,8 +472,15 @@ def build_builtin_bank(out_prefix, settings: dict) -> list[tuple[str, str, float
 
 # ----------------------------------------------------------------------------- MUSAN
 
-def read_audio(path, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None) -> np.ndarray:
-    """Read a sound file as float32 mono at ``sample_rate``; bad or empty files -> DmlmError."""
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+MIN_SAMPLE_RATE = 8000
+
+
+def read_audio(path, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None,
+               return_rate: bool = False):
+    """Read a sound file as float32 mono at ``sample_rate`` (with ``return_rate``: also the file's
+    own rate). Corrupt, empty, non-finite, or below-8-kHz files -> DmlmError naming the file;
+    other rates are resampled."""
     import soundfile as sf
 
     path = Path(path)
@@ -304,6 +492,9 @@ def read_audio(path, sample_rate: int = SAMPLE_RATE, max_seconds: float | None =
         raise DmlmError(f"cannot read audio file {path}: {err}") from err
     if data.shape[0] == 0:
         raise DmlmError(f"audio file {path} is empty (no samples)")
+    if sr < MIN_SAMPLE_RATE:
+        raise DmlmError(f"audio file {path}: sample rate {sr} Hz is below {MIN_SAMPLE_RATE} Hz; "
+                        f"it cannot stand in for {sample_rate} Hz noise")
     x = data.mean(axis=1)
     if not np.all(np.isfinite(x)):
         raise DmlmError(f"audio file {path} contains NaN or infinite samples")
@@ -313,12 +504,13 @@ def read_audio(path, sample_rate: int = SAMPLE_RATE, max_seconds: float | None =
         x = x[: int(round(max_seconds * sample_rate))]
     if len(x) == 0:
         raise DmlmError(f"audio file {path} is too short to resample to {sample_rate} Hz")
-    return np.ascontiguousarray(x, dtype=np.float32)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return (x, int(sr)) if return_rate else x
 
 
 def musan_files(folder) -> list[tuple[str, str, Path]]:
-    """(name, category, path) for folder/{noise,music,speech}/**/*.wav, sorted; name is the path
-    relative to the folder without the extension."""
+    """(name, category, path) for folder/{noise,music,speech}/**/*.{wav,flac,ogg}, sorted; name is
+    the path relative to the folder without the extension."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DmlmError(f"noise bank folder {folder} does not exist")
@@ -328,16 +520,18 @@ def musan_files(folder) -> list[tuple[str, str, Path]]:
         if not sub.is_dir():
             continue
         for p in sorted(sub.rglob("*")):
-            if p.suffix.lower() == ".wav" and p.is_file():
+            if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file():
                 files.append((p.relative_to(folder).with_suffix("").as_posix(), category, p))
     if not files:
-        raise DmlmError(f"noise bank folder {folder} has no .wav files under "
-                        f"{', '.join(c + '/' for c in CATEGORIES)}")
+        raise DmlmError(f"noise bank folder {folder} has no audio files ({', '.join(AUDIO_SUFFIXES)}) "
+                        f"under {', '.join(c + '/' for c in CATEGORIES)}")
     return files
 
 
 def load_musan_bank(folder, out_prefix, settings: dict | None = None) -> list[tuple[str, str, float]]:
-    """Read a MUSAN-layout folder into a bank; returns (name, category, seconds) per source."""
+    """Read a MUSAN-layout folder into a bank; returns (name, category, seconds) per source.
+    Bad files stop the build (see the module docstring); resampled files are counted in the TSV's
+    ``orig_sr`` column."""
     settings = settings or {}
     files = musan_files(folder)
     max_per = settings.get("max_per_category")
@@ -356,10 +550,10 @@ def load_musan_bank(folder, out_prefix, settings: dict | None = None) -> list[tu
 
     def items():
         for name, category, path in tqdm(files, desc="noise bank", unit="file", file=sys.stderr):
-            x = read_audio(path, SAMPLE_RATE, max_seconds)
+            x, sr = read_audio(path, SAMPLE_RATE, max_seconds, return_rate=True)
             if not np.any(x):
                 raise DmlmError(f"audio file {path} is digital silence (all samples zero)")
-            yield name, category, x
+            yield name, category, x, {"origin": str(Path(path).resolve()), "orig_sr": sr}
 
     return _write_bank(out_prefix, items())
 

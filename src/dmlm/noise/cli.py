@@ -6,13 +6,23 @@ import sys
 
 from dmlm.cli import add_common_args
 
+SAMPLE_RATE = 16000
+
 
 def _noise_bank(args) -> None:
     from dmlm.noise.bank import build_bank
 
+    from dmlm.storage import read_table
+
     sources = build_bank(args.settings, args.out_prefix)
     seconds = sum(s for _, _, s in sources)
-    print(f"noise bank {args.out_prefix}: {len(sources)} sources, {seconds:.1f} s", file=sys.stderr)
+    table = read_table(f"{args.out_prefix}.tsv")
+    rates = table["orig_sr"].astype(int)
+    resampled = rates[(rates > 0) & (rates != SAMPLE_RATE)]
+    by_rate = ", ".join(f"{n} at {r} Hz" for r, n in sorted(resampled.value_counts().items()))
+    print(f"noise bank {args.out_prefix}: {len(sources)} sources, {seconds:.1f} s; "
+          f"{len(resampled)} files resampled to {SAMPLE_RATE} Hz" + (f" ({by_rate})" if by_rate else ""),
+          file=sys.stderr)
 
 
 def _mix(args) -> None:

@@ -12,7 +12,23 @@ Randomness (independent of order and of how the split is cut into jobs):
   where the condition is the (snrs, fraction_noisy) pair, so each recipe draws its own subset;
 - the noise source and offset: ``default_rng([seed, crc32(id)])``, the same for every condition,
   so the fixed test conditions (``snr20``, ``snr0``, ``snr-10``, ...) differ only in the noise level
-  (paired comparison across SNRs).
+  (paired comparison across SNRs);
+- the window of the ``random_segment`` placement:
+  ``default_rng([seed, crc32(id), crc32("random_segment")])``, also the same for every condition.
+
+Placements (``placement``; the noisy windows, see :func:`noise_windows`):
+
+- ``second_half`` (the authors'): the second half of each spoken equation, ``[mid, end]``;
+- ``whole``: the whole utterance, silences included;
+- ``random_segment``: one window of ``segment_fraction`` (default 0.5) times the spoken span (from
+  the start of the first spoken equation to the end of the last), at a uniformly random start
+  within that span. A window holding only silence (possible when it is shorter than the 1 s gap
+  between the equations) is redrawn, up to 20 times.
+
+``<out_prefix>.snr.tsv`` columns: ``id``, ``noise`` (source name), ``offset_s`` (where in the
+source the noise track starts), ``target_snr``, ``measured_snr``, ``gain``, ``scale`` (the global
+anti-clipping factor), ``windows`` (JSON ``[[start_s, end_s], ...]`` of the noisy windows); all
+empty for a clean utterance.
 """
 
 from __future__ import annotations
@@ -30,17 +46,30 @@ from dmlm.storage import Ragged, atomic_path, ragged_paths, read_table, save_npy
 
 SAMPLE_RATE = 16000
 PEAK = 0.99
-PLACEMENTS = ("second_half", "whole")
+_SEGMENT_KEY = zlib.crc32(b"random_segment")
+PLACEMENTS = ("second_half", "whole", "random_segment")
+SEGMENT_FRACTION = 0.5  # default length of the random_segment window, as a fraction of the spoken span
 
 
 # ----------------------------------------------------------------------------- windows
 
-def noise_windows(segments, duration: float, placement: str) -> list[tuple[float, float]]:
-    """The noisy windows in seconds: ``[mid, end]`` of each spoken segment, or the whole utterance."""
+def noise_windows(segments, duration: float, placement: str, rng: np.random.Generator | None = None,
+                  segment_fraction: float = SEGMENT_FRACTION) -> list[tuple[float, float]]:
+    """The noisy windows in seconds: ``[mid, end]`` of each spoken segment (``second_half``), the
+    whole utterance (``whole``), or one random window of ``segment_fraction`` of the spoken span
+    inside that span (``random_segment``; needs ``rng``)."""
     if placement == "whole":
         return [(0.0, float(duration))]
     if placement == "second_half":
         return [((float(s) + float(e)) / 2.0, float(e)) for s, e in segments]
+    if placement == "random_segment":
+        if rng is None:
+            raise ValueError("the random_segment placement needs a random generator")
+        first = min(float(s) for s, _ in segments)
+        last = min(max(float(e) for _, e in segments), float(duration))
+        length = float(segment_fraction) * (last - first)
+        start = first + float(rng.uniform(0.0, 1.0)) * (last - first - length)
+        return [(start, start + length)]
     raise DmlmError(f"settings: 'noise.placement' must be one of {PLACEMENTS}, got {placement!r}")
 
 
@@ -160,7 +189,11 @@ def _settings(settings: dict):
     if sr != SAMPLE_RATE:
         raise DmlmError(f"settings: 'sample_rate' {sr} is not supported; noise banks are {SAMPLE_RATE} Hz")
     categories = settings.get("categories")
-    return placement, snrs, fraction, seed, categories
+    seg_fraction = settings.get("segment_fraction", SEGMENT_FRACTION)
+    if isinstance(seg_fraction, bool) or not isinstance(seg_fraction, (int, float)) \
+            or not 0.0 < float(seg_fraction) <= 1.0:
+        raise DmlmError(f"settings: 'segment_fraction' must be a number in (0, 1], got {seg_fraction!r}")
+    return placement, snrs, fraction, seed, categories, float(seg_fraction)
 
 
 def _load_noise(noise_prefix, categories):
@@ -235,7 +268,7 @@ def mix_split(corpus_dir, noise_prefix, out_prefix, settings: dict) -> dict:
     """Mix one corpus split; see the module docstring. Returns a small summary dict."""
     from tqdm import tqdm
 
-    placement, snrs, fraction, seed, categories = _settings(settings)
+    placement, snrs, fraction, seed, categories, seg_fraction = _settings(settings)
     corpus_dir = Path(corpus_dir)
     manifest_path = corpus_dir / "manifest.tsv"
     try:
@@ -277,7 +310,7 @@ def mix_split(corpus_dir, noise_prefix, out_prefix, settings: dict) -> dict:
             a, b = int(audio.offsets[i]), int(audio.offsets[i + 1])
             speech = audio.data[a:b]
             row = {"id": uid, "noise": "", "offset_s": np.nan, "target_snr": np.nan,
-                   "measured_snr": np.nan, "gain": 0.0, "scale": 1.0}
+                   "measured_snr": np.nan, "gain": 0.0, "scale": 1.0, "windows": ""}
             uid_crc = zlib.crc32(uid.encode())
             noised = False
             if noisy_any:
@@ -289,8 +322,12 @@ def mix_split(corpus_dir, noise_prefix, out_prefix, settings: dict) -> dict:
                 rows.append(row)
                 continue
             segments = _parse_segments(manifest["segments"].iat[i], uid, manifest_path)
-            windows = noise_windows(segments, (b - a) / SAMPLE_RATE, placement)
-            ranges = window_ranges(windows, b - a)
+            wrng = np.random.default_rng([seed, uid_crc, _SEGMENT_KEY])
+            for _attempt in range(20 if placement == "random_segment" else 1):
+                windows = noise_windows(segments, (b - a) / SAMPLE_RATE, placement, wrng, seg_fraction)
+                ranges = window_ranges(windows, b - a)
+                if ranges and any(np.any(speech[x:y]) for x, y in ranges):
+                    break
             if not ranges:
                 raise DmlmError(f"{manifest_path}: utterance {uid}: the noisy window {windows} "
                                 f"lies outside its {(b - a) / SAMPLE_RATE:.2f} s of audio")
@@ -312,7 +349,9 @@ def mix_split(corpus_dir, noise_prefix, out_prefix, settings: dict) -> dict:
             n_noisy += 1
             row.update(noise=names[k], offset_s=round(offset / SAMPLE_RATE, 7), target_snr=snr,
                        measured_snr=round(measured_snr(speech, mixed, windows, SAMPLE_RATE, scale=scale), 4),
-                       gain=gain, scale=scale)
+                       gain=gain, scale=scale,
+                       windows=json.dumps([[round(x / SAMPLE_RATE, 5), round(y / SAMPLE_RATE, 5)]
+                                           for x, y in ranges]))
             rows.append(row)
         out.flush()
         del out
