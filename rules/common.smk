@@ -60,20 +60,31 @@ def ragged(prefix):
     return multiext(prefix, ".npy", ".offsets.npy")
 
 
-def token_prefix(modality, split, cond):
+def token_prefix(modality, split, cond="clean", encoder=None):
+    """Token arrays of one modality; `encoder` is a named tokenizer of config['tokens'][modality]."""
     if modality == "audio":
-        encoder = config["tokens"]["audio"]["encoder"]
         return f"results/tokens/{DATASET}/audio/{encoder}/{cond}/{split}"
     if modality in ("ocr", "transcript"):
         return f"results/tokens/{DATASET}/{modality}/text/{split}"
-    encoder = config["tokens"][modality]["encoder"]
     return f"results/tokens/{DATASET}/{modality}/{encoder}/{split}"
 
 
 def run_streams(run, split, cond):
     """Token arrays a run reads for one split: its modalities, then the transcript."""
     modalities = grid.modality_names(grid.parse_run_name(run)["modalities"])
-    return {name: token_prefix(name, split, cond) for name in [*modalities, "transcript"]}
+    encoders = grid.run_encoders(run)
+    return {
+        name: token_prefix(name, split, cond, encoders.get(name))
+        for name in [*modalities, "transcript"]
+    }
+
+
+def run_codebooks(run):
+    """Codebook file of each discrete modality of a run (training reads their vocabulary sizes)."""
+    return {
+        modality: f"results/codebooks/{DATASET}/{modality}/{encoder}.npz"
+        for modality, encoder in grid.run_encoders(run).items()
+    }
 
 
 def run_train_cond(run):

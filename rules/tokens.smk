@@ -7,6 +7,9 @@ TOKEN_CODE = [
     "tokens/audio.py",
     "tokens/lips.py",
     "tokens/image.py",
+    "tokens/whisper.py",
+    "tokens/craft.py",
+    "tokens/raster.py",
     "tokens/cli.py",
 ]
 
@@ -22,7 +25,9 @@ def media_path(kind, split, cond="clean"):
 
 def media_files(kind, split, cond="clean"):
     path = media_path(kind, split, cond)
-    return path if kind == "image" else ragged(path)
+    if kind == "image":  # the raster oracle also reads the manifest beside the images
+        return [path, f"{corpus_dir(split)}/manifest.tsv"]
+    return ragged(path)
 
 
 def codebook_media(wildcards):
@@ -39,7 +44,7 @@ def codebook_settings(wildcards):
         {
             "seed": config["seed"],
             "sample_rate": config["corpus"]["speech"]["sample_rate"],
-            **config["tokens"][wildcards.kind],
+            **config["tokens"][wildcards.kind][wildcards.encoder],
         }
     )
 

@@ -24,6 +24,14 @@ def train_stream_args(wildcards):
     return stream_args(train_streams(wildcards))
 
 
+def train_codebooks(wildcards):
+    return list(run_codebooks(wildcards.run).values())
+
+
+def train_codebook_args(wildcards):
+    return " ".join(f"--codebook {m}={path}" for m, path in run_codebooks(wildcards.run).items())
+
+
 def train_inputs(wildcards):
     prefixes = [p for streams in train_streams(wildcards).values() for p in streams.values()]
     return [f for prefix in prefixes for f in ragged(prefix)]
@@ -32,6 +40,7 @@ def train_inputs(wildcards):
 rule train:
     input:
         tokens=train_inputs,
+        codebooks=train_codebooks,
         tokenizer=f"results/tokens/{DATASET}/text/tokenizer.json",
     output:
         checkpoint="results/runs/{run}/checkpoint.pt",
@@ -39,6 +48,7 @@ rule train:
     params:
         settings=train_settings,
         streams=train_stream_args,
+        codebooks=train_codebook_args,
         code=code_version(*TRAIN_CODE),
     log:
         "results/logs/train/{run}.log",
@@ -49,5 +59,5 @@ rule train:
         mem_mb=3000,
         runtime=60,
     shell:
-        dmlm_cmd("train") + " {params.streams} --tokenizer {input.tokenizer}"
+        dmlm_cmd("train") + " {params.streams} {params.codebooks} --tokenizer {input.tokenizer}"
         " --out-dir results/runs/{wildcards.run} > {log} 2>&1"

@@ -46,9 +46,12 @@ def test_default_preset_meets_the_issue_floor(default_config):
         (lambda c: c["studies"]["modalities"].__setitem__("modalities", ["A+A"]), "studies.modalities.modalities"),
         (lambda c: c["corpus"]["ocr"].__setitem__("engine", "magic"), "corpus.ocr.engine"),
         (lambda c: c["backbones"]["opt-small"].__setitem__("pretrained", "/nonexistent/opt"), "backbones.opt-small.pretrained"),
+        (lambda c: c["studies"]["modalities"].__setitem__("encoders", {"audio": ["hubert"]}), "studies.modalities.encoders.audio"),
+        (lambda c: c["tokens"]["audio"].__setitem__("mfcc", {"encoder": "whisper_kmeans", "n_units": 64, "fit_utterances": 10, "frame_stack": 1, "collapse_repeats": True, "weights": "/nonexistent/whisper"}), "tokens.audio.mfcc"),
     ],
     ids=["unknown-modality", "snr-as-word", "snr-as-string", "negative-seeds", "weight-not-number",
-         "negative-weight", "unknown-backbone", "repeated-modality", "unknown-ocr-engine", "missing-pretrained"],
+         "negative-weight", "unknown-backbone", "repeated-modality", "unknown-ocr-engine", "missing-pretrained",
+         "unknown-encoder-name", "missing-encoder-weights"],
 )
 def test_bad_values_name_the_key(default_config, mutate, key):
     config = copy.deepcopy(default_config)

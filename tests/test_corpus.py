@@ -137,7 +137,7 @@ def test_image_is_deterministic_and_boxes_do_not_overlap():
 # ------------------------------------------------------------------------------ generation
 def test_manifest_columns_and_transcripts(corpus, manifest):
     assert list(manifest.columns) == ["id", "speaker", "rate", "pitch", "transcript", "equations",
-                                      "spoken", "segments", "duration", "phonemes"]
+                                      "spoken", "segments", "duration", "phonemes", "boxes"]
     assert len(manifest) == N
     assert manifest["id"].tolist() == [f"test-{i:06d}" for i in range(N)]
     images = np.load(corpus / "images.npy")

@@ -15,11 +15,26 @@ def config():
 
 
 def test_run_names_round_trip():
-    name = grid.run_name("A+L", "mix", "opt-small", "paper", 2)
-    assert name == "A+L.mix.opt-small.paper.s2"
+    name = grid.run_name("A+L", "mfcc+pixels", "mix", "opt-small", "paper", 2)
+    assert name == "A+L.mfcc+pixels.mix.opt-small.paper.s2"
     assert grid.parse_run_name(name) == dict(
-        modalities="A+L", train_noise="mix", backbone="opt-small", loss_weights="paper", seed=2
+        modalities="A+L", encoders="mfcc+pixels", train_noise="mix", backbone="opt-small",
+        loss_weights="paper", seed=2,
     )
+    assert grid.run_encoders(name) == {"audio": "mfcc", "lips": "pixels"}
+    assert grid.run_encoders("A+O.mfcc.mix.b.w.s0") == {"audio": "mfcc"}  # OCR is text: no codebook
+
+
+def test_encoder_axis_multiplies_only_the_runs_that_use_it():
+    c = config()
+    c["tokens"]["image"]["patches8"] = dict(c["tokens"]["image"]["patches"], patch=8)
+    c["studies"]["modalities"]["encoders"] = {"image": ["patches", "patches8"]}
+    runs = grid.runs_table(c)
+    assert sorted(runs["run"]) == sorted([
+        "A.mfcc.mix.opt-small.paper.s0", "A+L.mfcc+pixels.mix.opt-small.paper.s0",
+        "A+I.mfcc+patches.mix.opt-small.paper.s0", "A+I.mfcc+patches8.mix.opt-small.paper.s0",
+        "A+O.mfcc.mix.opt-small.paper.s0",
+    ])
 
 
 def test_conditions():
@@ -43,15 +58,16 @@ def test_runs_shared_by_two_studies_are_trained_once():
 
 def test_run_settings_hold_only_what_the_run_uses():
     c = config()
-    settings = grid.run_settings(c, "A+O.mix.opt-small.paper.s0")
+    run = "A+O.mfcc.mix.opt-small.paper.s0"
+    settings = grid.run_settings(c, run)
     assert settings["modalities"] == ["audio", "ocr"]
     assert set(settings["loss_weights"]) == {"audio", "ocr", "transcript"}
-    assert settings["vocab"] == {"audio": c["tokens"]["audio"]["n_units"]}
-    before = grid.run_settings(c, "A+O.mix.opt-small.paper.s0")
+    assert settings["encoders"] == {"audio": "mfcc"}
+    before = grid.run_settings(c, run)
     c["loss_weights"]["paper"]["lips"] = 0.9  # not read by an A+O run
-    assert grid.run_settings(c, "A+O.mix.opt-small.paper.s0") == before
+    assert grid.run_settings(c, run) == before
     c["loss_weights"]["paper"]["ocr"] = 0.9
-    assert grid.run_settings(c, "A+O.mix.opt-small.paper.s0") != before
+    assert grid.run_settings(c, run) != before
 
 
 def test_training_noise_without_noise_is_clean_audio():

@@ -324,3 +324,38 @@ def test_cli_text(tmp_path, monkeypatch):
                           str(tmp_path / "manifest.tsv"), "--column", "transcript",
                           "--out-prefix", str(tmp_path / "t")]) == 0
     assert decode(tmp_path / "tok.json", Ragged.load(tmp_path / "t")[0]) == "3 x plus 5 equals 12"
+
+
+def test_registry_and_describe(tmp_path, monkeypatch, capsys):
+    import json
+
+    import dmlm.cli
+    from dmlm.tokens import ENCODERS, describe
+    from dmlm.tokens.text import train_text_tokenizer
+
+    assert ENCODERS["audio"] == {"mfcc_kmeans": "dmlm.tokens.audio", "whisper_kmeans": "dmlm.tokens.whisper"}
+    assert ENCODERS["image"]["craft_kmeans"] == "dmlm.tokens.craft"
+    assert ENCODERS["image"]["raster"] == "dmlm.tokens.raster"
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(64, 78)).astype(np.float32)
+    cb = Codebook.fit(feats, {"encoder": "mfcc_kmeans", "n_units": 5, "seed": 1, "sample_rate": SR,
+                              "frame_stack": 2}, "audio")
+    cb.save(tmp_path / "cb.npz")
+    info = describe(tmp_path / "cb.npz")
+    assert info == {"vocab_size": 5, "frame_rate": 50.0, "modality": "audio", "encoder": "mfcc_kmeans"}
+
+    write_table(tmp_path / "manifest.tsv", [{"id": "train-000000", "transcript": "3 x plus 5 equals 12"}])
+    train_text_tokenizer(tmp_path / "manifest.tsv", None, tmp_path / "tok.json", {"min_frequency": 1})
+    assert describe(tmp_path / "tok.json") == {"vocab_size": 7, "frame_rate": None, "modality": "text",
+                                               "encoder": "wordlevel"}  # 6 words + [UNK]
+
+    monkeypatch.setattr(dmlm.cli, "STAGE_CLIS", ("dmlm.tokens.cli",))
+    assert dmlm.cli.main(["describe-tokens", str(tmp_path / "cb.npz")]) == 0
+    assert json.loads(capsys.readouterr().out) == info
+
+    bad = Codebook(cb.centroids, {**cb.settings, "encoder": "wav2vec"})
+    bad.save(tmp_path / "bad.npz")
+    with pytest.raises(DmlmError, match="tokens.audio.encoder"):
+        describe(tmp_path / "bad.npz")
+    with pytest.raises(DmlmError, match="nothing.npz"):
+        describe(tmp_path / "nothing.npz")

@@ -58,6 +58,13 @@ def check_references(config: dict) -> None:
                         f"config key studies.{study}.{axis}: '{name}' is not defined under {where} "
                         f"(defined: {', '.join(sorted(section))})"
                     )
+        for modality, names in spec.get("encoders", {}).items():
+            for name in names:
+                if name not in config["tokens"][modality]:
+                    problems.append(
+                        f"config key studies.{study}.encoders.{modality}: '{name}' is not defined under "
+                        f"tokens.{modality} (defined: {', '.join(sorted(config['tokens'][modality]))})"
+                    )
         for modset in spec["modalities"]:
             letters = modset.split("+")
             if len(set(letters)) != len(letters):
@@ -74,11 +81,42 @@ def check_references(config: dict) -> None:
                 f"config key backbones.{name}.pretrained: {pretrained} is not a model folder "
                 "(expected a config.json and weights saved by save_pretrained)"
             )
+    problems += check_encoders(config)
     bank = config["noise"]["bank"]
     if "path" in bank and not Path(bank["path"]).is_dir():
         problems.append(f"config key noise.bank.path: {bank['path']} is not a folder")
     if problems:
         raise DmlmError("invalid workflow config:\n  " + "\n  ".join(problems))
+
+
+def used_encoders(config: dict) -> set[tuple[str, str]]:
+    """(modality, name) of every named tokenizer some study uses."""
+    from dmlm import grid
+
+    evals = grid.evals_table(config)
+    return {
+        (modality, name)
+        for modality in grid.DISCRETE
+        for name in evals[f"{modality}_encoder"].unique()
+        if name
+    }
+
+
+def check_encoders(config: dict) -> list[str]:
+    """Each used tokenizer's own checks (e.g. a pretrained encoder's weights folder), before any job."""
+    from dmlm.tokens import check_settings
+
+    problems = []
+    for modality, name in sorted(used_encoders(config)):
+        if name not in config["tokens"][modality]:
+            continue  # reported by check_references
+        settings = {**config["tokens"][modality][name], "seed": config["seed"],
+                    "sample_rate": config["corpus"]["speech"]["sample_rate"]}
+        try:
+            check_settings(modality, settings)
+        except DmlmError as err:
+            problems.append(f"config key tokens.{modality}.{name}: {err}")
+    return problems
 
 
 def validate_config(config: dict) -> dict:

@@ -1,8 +1,9 @@
 """The experiment grid: which training runs and which evaluations a config asks for.
 
 A *run* is one trained model, named by its axis values so that ``results/runs/`` reads like the
-grid: ``{modalities}.{train_noise}.{backbone}.{loss_weights}.s{seed}``, e.g.
-``A+O.mix.opt-small.paper.s0``. Every axis value is a name defined in the config (the values
+grid: ``{modalities}.{encoders}.{train_noise}.{backbone}.{loss_weights}.s{seed}``, e.g.
+``A+I.mfcc+patches.mix.opt-small.paper.s0`` (``encoders``: the named tokenizer of each
+discrete modality of the set, in the set's order; OCR is text and has none). Every axis value is a name defined in the config (the values
 behind the names are passed to the rules as params, so editing them reruns the runs that use
 them). A run shared by two studies appears once. An *evaluation* is a run at one test condition.
 """
@@ -14,7 +15,8 @@ import itertools
 import pandas as pd
 
 MODALITY_OF_LETTER = {"A": "audio", "L": "lips", "I": "image", "O": "ocr"}
-RUN_AXES = ("modalities", "train_noise", "backbone", "loss_weights", "seed")
+DISCRETE = ("audio", "lips", "image")  # modalities with a codebook (OCR is text)
+RUN_AXES = ("modalities", "encoders", "train_noise", "backbone", "loss_weights", "seed")
 AUDIO_ONLY = "A"
 
 
@@ -38,14 +40,15 @@ def train_cond(config: dict, recipe: str) -> str:
     return "clean" if spec["fraction_noisy"] == 0 or not spec["snrs"] else f"mix-{recipe}"
 
 
-def run_name(modalities: str, train_noise: str, backbone: str, loss_weights: str, seed: int) -> str:
-    return f"{modalities}.{train_noise}.{backbone}.{loss_weights}.s{int(seed)}"
+def run_name(modalities: str, encoders: str, train_noise: str, backbone: str, loss_weights: str, seed: int) -> str:
+    return f"{modalities}.{encoders}.{train_noise}.{backbone}.{loss_weights}.s{int(seed)}"
 
 
 def parse_run_name(run: str) -> dict:
-    modalities, train_noise, backbone, loss_weights, seed = run.split(".")
+    modalities, encoders, train_noise, backbone, loss_weights, seed = run.split(".")
     return dict(
         modalities=modalities,
+        encoders=encoders,
         train_noise=train_noise,
         backbone=backbone,
         loss_weights=loss_weights,
@@ -53,23 +56,43 @@ def parse_run_name(run: str) -> dict:
     )
 
 
+def encoder_choices(config: dict, study: dict, modset: str) -> list[dict[str, str]]:
+    """Every combination of named tokenizers for the discrete modalities of ``modset``."""
+    modalities = [m for m in modality_names(modset) if m in DISCRETE]
+    chosen = study.get("encoders", {})
+    options = [chosen.get(m, [next(iter(config["tokens"][m]))]) for m in modalities]
+    return [dict(zip(modalities, combo)) for combo in itertools.product(*options)]
+
+
+def run_encoders(run: str) -> dict[str, str]:
+    """{'audio': 'mfcc', 'image': 'patches'} for ``A+I.mfcc+patches...``."""
+    axes = parse_run_name(run)
+    modalities = [m for m in modality_names(axes["modalities"]) if m in DISCRETE]
+    names = axes["encoders"].split("+") if axes["encoders"] != "-" else []
+    return dict(zip(modalities, names))
+
+
 def evals_table(config: dict) -> pd.DataFrame:
     """One row per (study, run, test condition), with the run's axis values as columns."""
     rows = []
     for study, spec in config["studies"].items():
-        for modset, noise, backbone, weights, seed, snr in itertools.product(
-            spec["modalities"],
+        choices = [(m, e) for m in spec["modalities"] for e in encoder_choices(config, spec, m)]
+        for (modset, encoders), noise, backbone, weights, seed, snr in itertools.product(
+            choices,
             spec["train_noise"],
             spec["backbone"],
             spec["loss_weights"],
             range(spec["seeds"]),
             spec["test_snrs"],
         ):
+            joined = "+".join(encoders.values()) or "-"
             rows.append(
                 dict(
                     study=study,
-                    run=run_name(modset, noise, backbone, weights, seed),
+                    run=run_name(modset, joined, noise, backbone, weights, seed),
                     modalities=modset,
+                    encoders=joined,
+                    **{f"{m}_encoder": encoders.get(m, "") for m in DISCRETE},
                     train_noise=noise,
                     backbone=backbone,
                     loss_weights=weights,
@@ -91,10 +114,10 @@ def run_settings(config: dict, run: str) -> dict:
     """Exactly the config values that training `run` depends on (the train rule's params)."""
     axes = parse_run_name(run)
     modalities = modality_names(axes["modalities"])
-    tokens = config["tokens"]
+    encoders = run_encoders(run)
     return dict(
         modalities=modalities,
-        vocab={m: tokens[m]["n_units"] for m in modalities if m in ("audio", "lips", "image")},
+        encoders=encoders,
         backbone_name=axes["backbone"],
         backbone=config["backbones"][axes["backbone"]],
         loss_weights_name=axes["loss_weights"],

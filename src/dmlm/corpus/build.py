@@ -44,7 +44,7 @@ RESUME_DIR = ".resume"  # undeclared folder in the output folder: finished chunk
 CHUNK_SIZE = 16  # utterances per resume chunk (at most this many are redone after a kill)
 
 MANIFEST_COLUMNS = ["id", "speaker", "rate", "pitch", "transcript", "equations", "spoken",
-                    "segments", "duration", "phonemes"]
+                    "segments", "duration", "phonemes", "boxes"]
 
 REQUIRED = {
     "image": ("width", "height"),
@@ -164,8 +164,8 @@ def make_item(settings: dict, split: str, index: int, speakers, pool: list[int] 
     rng, equations, spoken = plan.rng, plan.equations, plan.spoken
     speaker_index, noise_seed = plan.speaker_index, plan.noise_seed
     voice = speakers[speaker_index]
-    image = render_image(equations, int(settings["image"]["width"]),
-                         int(settings["image"]["height"]), rng)
+    image, boxes = render_image(equations, int(settings["image"]["width"]),
+                                int(settings["image"]["height"]), rng, return_boxes=True)
 
     pieces, segments, phonemes, pos = [], [], [], 0  # pos: samples so far
     for k, eq_index in enumerate(spoken):
@@ -201,6 +201,9 @@ def make_item(settings: dict, split: str, index: int, speakers, pool: list[int] 
         "segments": json.dumps(segments),
         "duration": round(duration, 5),
         "phonemes": json.dumps(phonemes),
+        # ink box [x0, y0, x1, y1] of each equation in the image, in the order of `equations`
+        # (for analysis and the raster oracle, dmlm.tokens.raster; never given to an encoder of pixels)
+        "boxes": json.dumps([[int(v) for v in box] for box in boxes]),
     }
     return {"row": row, "audio": audio, "lips": np.asarray(lips, dtype=np.uint8), "image": image}
 

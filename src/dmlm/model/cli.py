@@ -22,10 +22,25 @@ def parse_streams(specs: list[str]) -> dict[str, dict[str, str]]:
     return streams
 
 
+def codebook_sizes(specs: list[str]) -> dict[str, int]:
+    """``["audio=results/codebooks/.../mfcc.npz"]`` -> ``{"audio": 128}`` (each tokenizer's vocabulary)."""
+    from dmlm.tokens import describe
+
+    sizes = {}
+    for spec in specs or []:
+        modality, sep, path = spec.partition("=")
+        if not (sep and modality and path):
+            raise DmlmError(f"--codebook {spec!r}: expected MODALITY=PATH")
+        sizes[modality] = int(describe(path)["vocab_size"])
+    return sizes
+
+
 def _train(args: argparse.Namespace) -> None:
     from dmlm.model.train import train_run
 
-    train_run(args.settings, parse_streams(args.stream), args.tokenizer, args.out_dir, threads=args.threads)
+    settings = dict(args.settings)
+    settings["vocab"] = {**settings.get("vocab", {}), **codebook_sizes(args.codebook)}
+    train_run(settings, parse_streams(args.stream), args.tokenizer, args.out_dir, threads=args.threads)
 
 
 def register(subparsers) -> None:
@@ -33,7 +48,7 @@ def register(subparsers) -> None:
         "train",
         help="train one DMLM run (writes checkpoint.pt, train_log.tsv; resumes from state/last.pt)",
         description=(
-            "Train one run. --settings holds modalities, vocab (codebook sizes), backbone, "
+            "Train one run. --settings holds modalities, encoders, backbone, "
             "backbone_name, loss_weights (one set), loss_weights_name, training and seed."
         ),
     )
@@ -44,6 +59,13 @@ def register(subparsers) -> None:
         default=[],
         metavar="SPLIT:NAME=PREFIX",
         help="a ragged token stream; SPLIT is train or val, NAME a modality or 'transcript' (repeatable)",
+    )
+    p.add_argument(
+        "--codebook",
+        action="append",
+        default=[],
+        metavar="MODALITY=PATH",
+        help="the fitted tokenizer of a discrete modality; its vocabulary size sizes the LM's id range",
     )
     p.add_argument("--tokenizer", required=True, help="the text tokenizer.json")
     p.add_argument("--out-dir", required=True, help="the run folder (results/runs/{run})")

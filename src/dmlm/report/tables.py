@@ -12,7 +12,8 @@ from dmlm.grid import AUDIO_ONLY
 from dmlm.report.metrics import relative_benefit
 from dmlm.storage import read_json
 
-PAIRING = ["train_noise", "backbone", "loss_weights", "seed", "snr"]
+# an A+M run is compared with the audio-only run that differs from it only in the extra modalities
+PAIRING = ["audio_encoder", "train_noise", "backbone", "loss_weights", "seed", "snr"]
 
 
 def snr_order(values) -> list:

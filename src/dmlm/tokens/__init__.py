@@ -1,7 +1,18 @@
-"""Tokens stage: discrete units for audio, lips and images (k-means codebooks) and text ids.
+"""Tokens stage: discrete units for audio, lips and images (codebooks) and text ids.
 
-Pipeline entry points: ``fit_codebook`` and ``encode_media`` (dispatch on modality and encoder);
-text: ``dmlm.tokens.text.train_text_tokenizer`` / ``encode_table`` / ``decode``.
+One interface for every media tokenizer: ``ENCODERS[modality][encoder]`` names a module with
+
+- ``fit(settings, media_path) -> Codebook``: fit on clean training media (``settings`` is the
+  config's ``tokens.<modality>.<name>`` plus ``seed``, and ``sample_rate`` for audio);
+- ``encode(codebook, media_path) -> list[np.ndarray]``: int32 ids per item;
+- ``describe(codebook) -> {"vocab_size": int, "frame_rate": float | None}``: ids lie in
+  ``range(vocab_size)``; ``frame_rate`` is tokens per second of media before repeats are
+  collapsed (None for images and text);
+- optionally ``check_settings(settings)``: validate settings and local weights without fitting.
+
+Pipeline entry points: ``fit_codebook``, ``encode_media``, ``describe`` and ``check_settings``
+(dispatch on modality and encoder); text: ``dmlm.tokens.text.train_text_tokenizer`` /
+``encode_table`` / ``decode`` / ``describe``.
 """
 
 from __future__ import annotations
@@ -13,9 +24,9 @@ from dmlm.errors import DmlmError
 
 # modality -> {encoder name: module implementing fit(settings, media) / encode(codebook, media)}
 ENCODERS = {
-    "audio": {"mfcc_kmeans": "dmlm.tokens.audio"},
+    "audio": {"mfcc_kmeans": "dmlm.tokens.audio", "whisper_kmeans": "dmlm.tokens.whisper"},
     "lips": {"pixel_kmeans": "dmlm.tokens.lips"},
-    "image": {"patch_kmeans": "dmlm.tokens.image"},
+    "image": {"patch_kmeans": "dmlm.tokens.image", "craft_kmeans": "dmlm.tokens.craft", "raster": "dmlm.tokens.raster"},
 }
 
 
@@ -57,3 +68,35 @@ def encode_media(
     ids = _module(modality, codebook.settings.get("encoder")).encode(codebook, media_path)
     save_ragged(out_prefix, ids, dtype=np.int32)
     return ids
+
+
+def check_settings(modality: str, settings: dict) -> None:
+    """Validate ``settings`` for its encoder before any job runs (e.g. a pretrained encoder's
+    weights folder); DmlmError names the config key, the path and what was expected."""
+    if "encoder" not in settings:
+        raise DmlmError(f"tokens.{modality}.encoder: missing from the settings")
+    module = _module(modality, settings["encoder"])
+    if hasattr(module, "check_settings"):
+        module.check_settings(settings)
+
+
+def describe(path: str | os.PathLike) -> dict:
+    """``{"vocab_size", "frame_rate", "modality", "encoder"}`` of a fitted codebook (.npz) or a text
+    tokenizer (.json). ``frame_rate``: tokens per second before collapsing repeats (None for
+    images and text)."""
+    from pathlib import Path
+
+    from dmlm.tokens.codebook import Codebook
+
+    if Path(path).suffix == ".json":
+        from dmlm.tokens import text
+
+        return {**text.describe(path), "modality": "text", "encoder": "wordlevel"}
+    codebook = Codebook.load(path)
+    modality, encoder = codebook.settings.get("modality"), codebook.settings.get("encoder")
+    module = _module(modality, encoder)
+    if hasattr(module, "describe"):
+        info = dict(module.describe(codebook))
+    else:  # an encoder module without describe(): k-means ids, rate unknown
+        info = {"vocab_size": codebook.n_units, "frame_rate": None}
+    return {**info, "modality": modality, "encoder": encoder}

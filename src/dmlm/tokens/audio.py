@@ -127,3 +127,18 @@ def encode(codebook: Codebook, media_path: str | os.PathLike) -> list[np.ndarray
         ids = codebook.encode(extract(waves[i]))
         out.append(collapse_repeats(ids) if collapse else ids)
     return out
+
+
+def describe(codebook: Codebook) -> dict:
+    """Vocabulary size and units per second (100 Hz frames / frame_stack, before collapsing)."""
+    rate = int(codebook.settings.get("sample_rate", DEFAULT_SAMPLE_RATE))
+    hop = int(round(HOP_S * rate))
+    return {"vocab_size": codebook.n_units, "frame_rate": rate / hop / int(codebook.settings.get("frame_stack", 1))}
+
+
+def check_settings(settings: dict) -> None:
+    """Validate the settings an mfcc_kmeans codebook needs (no data is read)."""
+    positive_int(settings, "n_units", "audio")
+    positive_int(settings, "fit_utterances", "audio")
+    if "frame_stack" in settings:
+        positive_int(settings, "frame_stack", "audio")

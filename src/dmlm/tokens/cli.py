@@ -1,4 +1,4 @@
-"""`dmlm fit-codebook | encode | text-tokenizer | encode-text`: the tokens stage."""
+"""`dmlm fit-codebook | encode | text-tokenizer | encode-text | describe-tokens`: the tokens stage."""
 
 from __future__ import annotations
 
@@ -31,6 +31,14 @@ def _encode_text(args: argparse.Namespace) -> None:
     from dmlm.tokens.text import encode_table
 
     encode_table(args.tokenizer, args.table, args.column, args.out_prefix)
+
+
+def _describe(args: argparse.Namespace) -> None:
+    import json
+
+    from dmlm.tokens import describe
+
+    print(json.dumps(describe(args.path), sort_keys=True))
 
 
 def register(subparsers) -> None:
@@ -71,3 +79,10 @@ def register(subparsers) -> None:
     p.add_argument("--out-prefix", required=True, help="ragged int32 output prefix")
     add_common_args(p)
     p.set_defaults(func=_encode_text)
+
+    p = subparsers.add_parser(
+        "describe-tokens",
+        help="print a codebook's or text tokenizer's vocabulary size and frame rate (JSON)",
+    )
+    p.add_argument("path", help="codebook .npz or tokenizer.json")
+    p.set_defaults(func=_describe)

@@ -79,3 +79,7 @@ def encode(codebook: Codebook, media_path: str | os.PathLike) -> list[np.ndarray
         ids = codebook.encode(feats.reshape(-1, p * p)).reshape(len(feats), -1)
         out.extend(ids)
     return out
+
+
+def describe(codebook: Codebook) -> dict:
+    return {"vocab_size": codebook.n_units, "frame_rate": None}

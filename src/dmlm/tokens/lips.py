@@ -1,7 +1,14 @@
-"""Lip units (encoder ``pixel_kmeans``): downsampled mouth pixels, k-means.
+"""Lip units (encoder ``pixel_kmeans``): downsampled mouth pixels or their 2-D DCT, k-means.
 
-Each uint8 mouth frame (88 x 88) is area-averaged to ``downsample`` x ``downsample`` pixels
-(adaptive average pooling; 88 -> 22 averages 4 x 4 blocks), scaled to [0, 1] and flattened.
+``features: pixels`` (default): each uint8 mouth frame (88 x 88) is area-averaged to
+``downsample`` x ``downsample`` pixels (adaptive average pooling; 88 -> 22 averages 4 x 4 blocks),
+scaled to [0, 1] and flattened.
+
+``features: dct``: a small fixed transform, as in classic lip-reading front ends: the orthonormal
+2-D DCT-II of the whole frame (pixels / 255), of which the ``dct_size`` x ``dct_size``
+lowest-frequency coefficients are kept (top-left block, row by row; default 8 -> 64 values). The DC
+coefficient (mean brightness, which mostly tells speakers' skin apart) is kept like the rest.
+
 The codebook is fitted on up to ``fit_frames`` frames drawn deterministically (seed) from all
 frames of the split; each utterance's frames are encoded to one unit per frame (25 Hz), with
 consecutive repeats merged when ``collapse_repeats`` is set.
@@ -26,6 +33,8 @@ from dmlm.tokens.codebook import (
 
 ENCODER = "pixel_kmeans"
 CHUNK_FRAMES = 4096
+FEATURES = ("pixels", "dct")
+DEFAULT_DCT_SIZE = 8
 
 
 def frame_features(frames: np.ndarray, downsample: int) -> np.ndarray:
@@ -39,6 +48,54 @@ def frame_features(frames: np.ndarray, downsample: int) -> np.ndarray:
     with torch.no_grad():
         y = torch.nn.functional.adaptive_avg_pool2d(x, (downsample, downsample))
     return y.reshape(len(frames), -1).numpy()
+
+
+def dct_matrix(n: int, k: int) -> np.ndarray:
+    """The first ``k`` rows of the orthonormal DCT-II matrix of size ``n`` (float64, (k, n))."""
+    i = np.arange(n, dtype=np.float64)
+    rows = np.cos(np.pi * (i[None, :] + 0.5) * np.arange(k, dtype=np.float64)[:, None] / n)
+    rows *= np.sqrt(2.0 / n)
+    rows[0] /= np.sqrt(2.0)
+    return rows
+
+
+def dct_features(frames: np.ndarray, size: int) -> np.ndarray:
+    """uint8 frames (T, H, W) -> float32 rows (T, size * size): low-frequency 2-D DCT-II block."""
+    import torch
+
+    frames = np.asarray(frames)
+    if len(frames) == 0:
+        return np.zeros((0, size * size), dtype=np.float32)
+    h, w = frames.shape[1:]
+    bh = torch.from_numpy(dct_matrix(h, size))
+    bw = torch.from_numpy(dct_matrix(w, size))
+    x = torch.from_numpy(frames.astype(np.float64)) / 255.0
+    with torch.no_grad():
+        y = bh @ x @ bw.T  # (T, size, size)
+    return y.reshape(len(frames), -1).numpy().astype(np.float32)
+
+
+class _Features:
+    """The configured feature function: uint8 frames (T, H, W) -> float32 rows (T, dim)."""
+
+    def __init__(self, settings: dict, frames):
+        kind = settings.get("features", "pixels")
+        if kind not in FEATURES:
+            raise DmlmError(f"tokens.lips.features: unknown features {kind!r} (known: {', '.join(FEATURES)})")
+        self.kind = kind
+        h, w = frames.data.shape[1:]
+        if kind == "pixels":
+            self.size = _downsample(settings, frames)
+        else:
+            self.size = positive_int(settings, "dct_size", "lips") if "dct_size" in settings else DEFAULT_DCT_SIZE
+            if self.size > min(h, w):
+                raise DmlmError(f"tokens.lips.dct_size: {self.size} exceeds the frame size {h}x{w} of {frames.source}")
+        self.dim = self.size * self.size
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        if self.kind == "pixels":
+            return frame_features(frames, self.size)
+        return dct_features(frames, self.size)
 
 
 def load_frames(media_path: str | os.PathLike):
@@ -60,35 +117,52 @@ def _downsample(settings: dict, frames) -> int:
     return d
 
 
+def check_settings(settings: dict) -> None:
+    """Validate the settings that do not need the frames (the sizes are checked against the
+    frames by fit and encode)."""
+    positive_int(settings, "n_units", "lips")
+    positive_int(settings, "fit_frames", "lips")
+    kind = settings.get("features", "pixels")
+    if kind not in FEATURES:
+        raise DmlmError(f"tokens.lips.features: unknown features {kind!r} (known: {', '.join(FEATURES)})")
+    if kind == "pixels":
+        positive_int(settings, "downsample", "lips")
+    elif "dct_size" in settings:
+        positive_int(settings, "dct_size", "lips")
+
+
 def fit(settings: dict, media_path: str | os.PathLike) -> Codebook:
     """Fit the lip codebook on up to ``fit_frames`` frames of the ragged frame array at ``media_path``."""
     positive_int(settings, "n_units", "lips")
     n_fit = positive_int(settings, "fit_frames", "lips")
     seed = int(require(settings, "seed", "lips"))
     frames = load_frames(media_path)
-    d = _downsample(settings, frames)
+    extract = _Features(settings, frames)
     chosen = sample_indices(len(frames.data), n_fit, seed)
     chunks = range(0, len(chosen), CHUNK_FRAMES)
-    rows = [
-        frame_features(frames.data[chosen[s : s + CHUNK_FRAMES]], d)
-        for s in progress(chunks, "lip features (fit)")
-    ]
-    return Codebook.fit(np.concatenate(rows), settings, "lips")
+    rows = [extract(frames.data[chosen[s : s + CHUNK_FRAMES]]) for s in progress(chunks, "lip features (fit)")]
+    return Codebook.fit(np.concatenate(rows), {**settings, "features": extract.kind}, "lips")
 
 
 def encode(codebook: Codebook, media_path: str | os.PathLike) -> list[np.ndarray]:
     """int32 unit ids per utterance of the ragged frame array at ``media_path``."""
     frames = load_frames(media_path)
-    d = _downsample(codebook.settings, frames)
-    if d * d != codebook.dim:
-        raise DmlmError(f"lips codebook has {codebook.dim}-dim centroids, features have {d * d}")
+    extract = _Features(codebook.settings, frames)
+    if extract.dim != codebook.dim:
+        raise DmlmError(f"lips codebook has {codebook.dim}-dim centroids, features have {extract.dim}")
     collapse = bool(codebook.settings.get("collapse_repeats", False))
     # encode the concatenated frames in chunks, then cut per utterance
     ids = np.empty(len(frames.data), dtype=np.int32)
     for s in progress(range(0, len(ids), CHUNK_FRAMES), "lip tokens"):
-        ids[s : s + CHUNK_FRAMES] = codebook.encode(frame_features(frames.data[s : s + CHUNK_FRAMES], d))
+        ids[s : s + CHUNK_FRAMES] = codebook.encode(extract(frames.data[s : s + CHUNK_FRAMES]))
     out = []
     for i in range(len(frames)):
         item = ids[frames.offsets[i] : frames.offsets[i + 1]]
         out.append(collapse_repeats(item) if collapse else item.copy())
     return out
+
+
+def describe(codebook: Codebook) -> dict:
+    """Vocabulary size and the nominal frame rate (one unit per video frame; ``fps`` from the
+    settings, default 25 Hz; with ``collapse_repeats`` units come at most this often)."""
+    return {"vocab_size": codebook.n_units, "frame_rate": float(codebook.settings.get("fps", 25))}

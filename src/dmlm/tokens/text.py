@@ -127,3 +127,9 @@ def normalize(tokenizer, text: str) -> str:
     tok = _as_tokenizer(tokenizer)
     pieces = tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text))
     return " ".join(p for p, _ in pieces)
+
+
+def describe(tokenizer) -> dict:
+    """Vocabulary size of the text tokenizer (``[UNK]`` included); text has no frame rate."""
+    tok = _as_tokenizer(tokenizer)
+    return {"vocab_size": int(tok.get_vocab_size()), "frame_rate": None}
