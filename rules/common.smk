@@ -23,8 +23,8 @@ PACKAGE = Path(workflow.basedir) / "src" / "dmlm"
 wildcard_constraints:
     dataset=DATASET,
     split="train|val|test",
-    cond=r"clean|snr-?\d+|mix-[A-Za-z0-9_-]+",
-    noisy_cond=r"snr-?\d+|mix-[A-Za-z0-9_-]+",
+    cond=r"clean|snr-?\d+(@[a-z_]+)?|mix-[A-Za-z0-9_-]+",
+    noisy_cond=r"snr-?\d+(@[a-z_]+)?|mix-[A-Za-z0-9_-]+",
     run="|".join(map(re.escape, RUNS["run"])) if len(RUNS) else "NONE",
     study="|".join(config["studies"]),
     modality="lips|image",

@@ -12,7 +12,7 @@ def mix_settings(wildcards):
         recipe = config["noise"]["train_noise"][wildcards.noisy_cond.removeprefix("mix-")]
     else:
         recipe = {"fraction_noisy": 1.0, "snrs": [grid.snr_of_cond(wildcards.noisy_cond)]}
-    placement = {"placement": config["noise"]["placement"]}
+    placement = {"placement": grid.placement_of_cond(config, wildcards.noisy_cond)}
     if placement["placement"] == "random_segment":
         placement["segment_fraction"] = config["noise"].get("segment_fraction", 0.5)
     return as_json({"seed": config["seed"], **placement, **recipe})

@@ -82,7 +82,7 @@ rule fit_codebook:
         "results/benchmarks/fit_codebook/{dataset}/{kind}/{encoder}.tsv"
     threads: 2
     resources:
-        mem_mb=3000,
+        mem_mb=3800,
         runtime=20,
     shell:
         dmlm_cmd("fit-codebook") + " --modality {wildcards.kind} --media {params.media}"
@@ -105,7 +105,7 @@ rule encode_audio:
         "results/benchmarks/encode_audio/{dataset}/{encoder}/{cond}/{split}.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=3000,
         runtime=20,
     shell:
         dmlm_cmd("encode") + " --modality audio --codebook {input.codebook} --media {params.media}"
@@ -129,7 +129,7 @@ rule encode_visual:
         "results/benchmarks/encode_visual/{dataset}/{modality}/{encoder}/{split}.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=3000,
         runtime=20,
     shell:
         dmlm_cmd("encode") + " --modality {wildcards.modality} --codebook {input.codebook}"

@@ -70,6 +70,20 @@ def test_run_settings_hold_only_what_the_run_uses():
     assert grid.run_settings(c, run) != before
 
 
+def test_a_recipe_with_its_own_placement_is_tested_with_it():
+    c = config()
+    c["noise"]["train_noise"]["whole"] = {"fraction_noisy": 0.5, "snrs": [0, -10], "placement": "whole"}
+    c["studies"]["modalities"]["train_noise"] = ["mix", "whole"]
+    evals = grid.evals_table(c)
+    conds = set(evals.loc[evals["train_noise"] == "whole", "cond"])
+    assert conds == {"clean", "snr10@whole", "snr0@whole", "snr-10@whole"}
+    assert set(evals.loc[evals["train_noise"] == "mix", "cond"]) == {"clean", "snr10", "snr0", "snr-10"}
+    assert grid.placement_of_cond(c, "snr-10@whole") == "whole"
+    assert grid.placement_of_cond(c, "snr-10") == "second_half"
+    assert grid.placement_of_cond(c, "mix-whole") == "whole"
+    assert grid.snr_of_cond("snr-10@whole") == -10
+
+
 def test_training_noise_without_noise_is_clean_audio():
     c = config()
     c["noise"]["train_noise"]["none"] = {"fraction_noisy": 0.0, "snrs": []}

@@ -37,7 +37,7 @@ def _evals():
     rows = []
     for modalities, wers in {"A": [0.2, 0.5], "A+O": [0.18, 0.3], "A+L": [0.25, 0.5]}.items():
         for snr, wer in zip(["clean", -10], wers):
-            rows.append(dict(run=f"{modalities}.mfcc.mix.b.w.s0", modalities=modalities, audio_encoder="mfcc",
+            rows.append(dict(run=f"{modalities}.mfcc.mix.b.w.s0", modalities=modalities, encoders="mfcc", audio_encoder="mfcc",
                              train_noise="mix",
                              backbone="b", loss_weights="w", seed=0, snr=snr,
                              cond="clean" if snr == "clean" else f"snr{snr}", wer=wer))

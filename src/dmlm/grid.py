@@ -25,13 +25,27 @@ def modality_names(modset: str) -> list[str]:
     return [MODALITY_OF_LETTER[letter] for letter in modset.split("+")]
 
 
-def cond_of_snr(snr) -> str:
-    """A test SNR from the config (int or 'clean') as an audio-condition name."""
-    return "clean" if snr == "clean" else f"snr{int(snr)}"
+def cond_of_snr(snr, placement: str | None = None) -> str:
+    """A test SNR from the config (int or 'clean') as an audio-condition name: ``snr-10``, or
+    ``snr-10@whole`` when the noise is placed other than the config's ``noise.placement``."""
+    if snr == "clean":
+        return "clean"
+    return f"snr{int(snr)}" + (f"@{placement}" if placement else "")
 
 
 def snr_of_cond(cond: str):
-    return "clean" if cond == "clean" else int(cond.removeprefix("snr"))
+    return "clean" if cond == "clean" else int(cond.removeprefix("snr").partition("@")[0])
+
+
+def placement_of_cond(config: dict, cond: str) -> str:
+    """Where the noise of a noisy condition goes (a recipe's own placement, or the default)."""
+    if cond.startswith("mix-"):
+        return recipe_placement(config, cond.removeprefix("mix-"))
+    return cond.partition("@")[2] or config["noise"]["placement"]
+
+
+def recipe_placement(config: dict, recipe: str) -> str:
+    return config["noise"]["train_noise"][recipe].get("placement", config["noise"]["placement"])
 
 
 def train_cond(config: dict, recipe: str) -> str:
@@ -86,6 +100,9 @@ def evals_table(config: dict) -> pd.DataFrame:
             spec["test_snrs"],
         ):
             joined = "+".join(encoders.values()) or "-"
+            # a run is tested with noise placed as in its training recipe
+            placement = recipe_placement(config, noise)
+            marked = placement if placement != config["noise"]["placement"] else None
             rows.append(
                 dict(
                     study=study,
@@ -97,8 +114,9 @@ def evals_table(config: dict) -> pd.DataFrame:
                     backbone=backbone,
                     loss_weights=weights,
                     seed=seed,
+                    placement=placement,
                     snr=snr,
-                    cond=cond_of_snr(snr),
+                    cond=cond_of_snr(snr, marked),
                 )
             )
     return pd.DataFrame(rows)

@@ -16,6 +16,14 @@ from dmlm.storage import read_json
 PAIRING = ["audio_encoder", "train_noise", "backbone", "loss_weights", "seed", "snr"]
 
 
+# the axes that tell runs apart in tables and plots (those that vary within the study)
+LABEL_AXES = ["modalities", "encoders", "train_noise", "backbone", "loss_weights"]
+
+
+def label_axes(frame: pd.DataFrame) -> list[str]:
+    return [a for a in LABEL_AXES if a == "modalities" or (a in frame and frame[a].nunique() > 1)]
+
+
 def snr_order(values) -> list:
     """clean first, then from the highest SNR to the lowest (left to right = more noise)."""
     numbers = sorted({v for v in values if v != "clean"}, reverse=True)
@@ -49,6 +57,7 @@ def relative_benefits(wer: pd.DataFrame) -> pd.DataFrame:
             dict(
                 run=row.run,
                 modalities=row.modalities,
+                encoders=row.encoders,
                 **{k: getattr(row, k) for k in PAIRING},
                 wer=row.wer,
                 wer_audio=wer_a,
@@ -56,12 +65,15 @@ def relative_benefits(wer: pd.DataFrame) -> pd.DataFrame:
                 rb=np.nan if np.isnan(wer_a) else relative_benefit(wer_a, row.wer),
             )
         )
-    return pd.DataFrame(rows, columns=["run", "modalities", *PAIRING, "wer", "wer_audio", "delta_wer", "rb"])
+    return pd.DataFrame(
+        rows, columns=["run", "modalities", "encoders", *PAIRING, "wer", "wer_audio", "delta_wer", "rb"]
+    )
 
 
 def pivot(frame: pd.DataFrame, value: str) -> pd.DataFrame:
-    """Mean over seeds; rows = modality set, columns = test SNR in noise order."""
-    table = frame.pivot_table(index="modalities", columns="snr", values=value, aggfunc="mean")
+    """Mean over seeds; rows = runs (modality set and any other axis the study varies),
+    columns = test SNR in noise order."""
+    table = frame.pivot_table(index=label_axes(frame), columns="snr", values=value, aggfunc="mean")
     return table[[c for c in snr_order(frame["snr"]) if c in table.columns]]
 
 
