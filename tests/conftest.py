@@ -9,6 +9,24 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# corpus settings of the stage tests: 4 speakers, 2 of them heard only in the test split
+SMALL_CORPUS = {
+    "dataset": "3eq",
+    "image": {"width": 450, "height": 200},
+    "speech": {
+        "voices": ["en-us", "en"],
+        "variants": ["m1", "f1"],
+        "rate_wpm": 175,
+        "rate_jitter": 0.1,
+        "pitch_jitter": 15,
+        "sample_rate": 16000,
+        "test_speakers": 2,
+    },
+    "lips": {"fps": 25, "size": 88},
+    "ocr": {"engine": "tesseract"},
+    "seed": 1234,
+}
 TINY = ROOT / "presets" / "tiny.yaml"
 
 

@@ -19,22 +19,7 @@ from dmlm.corpus.ocr import join_lines, run_ocr
 from dmlm.errors import DmlmError
 from dmlm.storage import Ragged, read_table
 
-SETTINGS = {
-    "dataset": "3eq",
-    "image": {"width": 450, "height": 200},
-    "speech": {
-        "voices": ["en-us", "en"],
-        "variants": ["m1", "f1"],
-        "rate_wpm": 175,
-        "rate_jitter": 0.1,
-        "pitch_jitter": 15,
-        "sample_rate": 16000,
-        "test_speakers": 2,  # of the 4: the test split uses only these, the others never
-    },
-    "lips": {"fps": 25, "size": 88},
-    "ocr": {"engine": "tesseract"},
-    "seed": 1234,
-}
+from conftest import SMALL_CORPUS as SETTINGS  # noqa: E402
 N = 50  # the acceptance tests of issue 3 run over (at least) 50 generated samples
 
 
@@ -409,6 +394,20 @@ def test_easyocr_weight_mismatch(tmp_path):
     (tmp_path / "english_g2.pth").write_bytes(b"not the weights")
     with pytest.raises(DmlmError, match="craft_mlt_25k.pth"):
         easyocr_model_dir(tmp_path)
+
+
+def test_ocr_auto_falls_back_to_tesseract_and_says_so(corpus, tmp_path, capfd):
+    """auto with broken EasyOCR weights: tesseract reads the images, the engine column says so."""
+    from dmlm.corpus.ocr import resolve_auto
+
+    (tmp_path / "craft_mlt_25k.pth").write_bytes(b"not the weights")
+    (tmp_path / "english_g2.pth").write_bytes(b"not the weights")
+    assert resolve_auto(tmp_path) == "tesseract"
+    assert "falling back to tesseract" in capfd.readouterr().err
+    frame = run_ocr(corpus / "images.npy", corpus / "manifest.tsv", tmp_path / "o.tsv", engine="auto",
+                    model_dir=tmp_path)
+    assert set(frame["engine"]) == {"tesseract"}
+    assert frame["ocr"].str.len().min() > 5
 
 
 def test_ocr_bad_input(corpus, tmp_path):

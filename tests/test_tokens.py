@@ -106,6 +106,21 @@ def test_audio_determinism_and_frame_rate(speech, tmp_path):
         assert len(short) < len(full)
 
 
+def test_logmel_units(speech, tmp_path):
+    """logmel_kmeans: 40 log mel energies per 10 ms frame, same frame count as MFCC, deterministic."""
+    prefix, waves = speech
+    settings = audio_settings(encoder="logmel_kmeans", frame_stack=2)
+    cb = fit_codebook("audio", settings, prefix, tmp_path / "m1.npz")
+    assert cb.centroids.shape == (16, 80)
+    again = fit_codebook("audio", settings, prefix, tmp_path / "m2.npz")
+    assert np.array_equal(cb.centroids, again.centroids)
+    ids = encode_media("audio", tmp_path / "m1.npz", prefix, tmp_path / "m1")
+    for wave, units in zip(waves, ids):
+        assert len(units) == math.ceil((1 + len(wave) // 160) / 2)
+    assert np.array_equal(ids[0], ids[len(SENTENCES)])  # same sentence, same voice
+    assert not np.array_equal(ids[0], ids[1])
+
+
 def test_codebook_file_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     feats = np.concatenate([rng.normal(c, 0.1, size=(200, 4)) for c in (0.0, 5.0, 10.0)]).astype(np.float32)
@@ -333,7 +348,8 @@ def test_registry_and_describe(tmp_path, monkeypatch, capsys):
     from dmlm.tokens import ENCODERS, describe
     from dmlm.tokens.text import train_text_tokenizer
 
-    assert ENCODERS["audio"] == {"mfcc_kmeans": "dmlm.tokens.audio", "whisper_kmeans": "dmlm.tokens.whisper"}
+    assert ENCODERS["audio"] == {"mfcc_kmeans": "dmlm.tokens.audio", "logmel_kmeans": "dmlm.tokens.audio",
+                                 "whisper_kmeans": "dmlm.tokens.whisper"}
     assert ENCODERS["image"]["craft_kmeans"] == "dmlm.tokens.craft"
     assert ENCODERS["image"]["raster"] == "dmlm.tokens.raster"
     rng = np.random.default_rng(0)

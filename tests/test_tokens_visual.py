@@ -17,22 +17,7 @@ from dmlm.storage import Ragged, read_table
 from dmlm.tokens import craft, image, lips, raster
 from dmlm.tokens.codebook import Codebook
 
-SETTINGS = {
-    "dataset": "3eq",
-    "image": {"width": 450, "height": 200},
-    "speech": {
-        "voices": ["en-us", "en"],
-        "variants": ["m1", "f1"],
-        "rate_wpm": 175,
-        "rate_jitter": 0.1,
-        "pitch_jitter": 15,
-        "sample_rate": 16000,
-        "test_speakers": 2,  # the test split's 2 speakers are never in the train split
-    },
-    "lips": {"fps": 25, "size": 88},
-    "ocr": {"engine": "tesseract"},
-    "seed": 1234,
-}
+from conftest import SMALL_CORPUS as SETTINGS  # noqa: E402
 N_TRAIN, N_TEST = 24, 12
 PATCH = 25
 

@@ -1,4 +1,6 @@
-"""OCR of the equation images: Tesseract (default, CLI) or EasyOCR (the authors' engine).
+"""OCR of the equation images: Tesseract (CLI), EasyOCR (the authors' engine), or ``auto``
+(EasyOCR when it and its offline weights are installed, else Tesseract; the ``engine`` column
+records which one read each image).
 
 Only the pixels (``images.npy``) and the ids (the manifest's ``id`` column) are read, never the
 equation strings. Post-processing is the authors': upper-case, keep letters, digits and ``+ - =``
@@ -25,7 +27,7 @@ from dmlm.corpus.equations import ocr_clean
 from dmlm.errors import DmlmError
 from dmlm.storage import write_table
 
-ENGINES = ("tesseract", "easyocr")
+ENGINES = ("tesseract", "easyocr", "auto")
 
 # Tesseract: one block of text, lines in reading order. The image is upscaled first (Tesseract
 # wants ~30 px capitals; ours are ~15 px) and a white border added.
@@ -219,6 +221,20 @@ def ocr_images(images, engine: str = "tesseract", threads: int = 1, progress: bo
     raise DmlmError(f"corpus.ocr.engine: unknown OCR engine {engine!r} (choose from {ENGINES})")
 
 
+def resolve_auto(model_dir=None) -> str:
+    """``auto``: EasyOCR if it imports and its weights pass their checksums, else Tesseract."""
+    try:
+        import easyocr  # noqa: F401
+
+        easyocr_model_dir(model_dir)
+        return "easyocr"
+    except (ImportError, DmlmError) as err:
+        print(f"ocr: EasyOCR unavailable ({err}); falling back to tesseract", file=sys.stderr)
+        if shutil.which("tesseract") is None:
+            raise DmlmError("corpus.ocr.engine auto: neither EasyOCR nor tesseract is installed") from None
+        return "tesseract"
+
+
 def run_ocr(images_npy, manifest_tsv, out_tsv, engine: str = "tesseract", threads: int = 1,
             model_dir=None) -> pd.DataFrame:
     """OCR every image of a split and write ``out_tsv`` (id, ocr, engine)."""
@@ -231,6 +247,8 @@ def run_ocr(images_npy, manifest_tsv, out_tsv, engine: str = "tesseract", thread
             f"{manifest_tsv} has {len(ids)} ids but {images_npy} has {len(images)} images "
             "(the two files are not of the same split)"
         )
+    if engine == "auto":
+        engine = resolve_auto(model_dir)
     texts = ocr_images(images, engine, threads, model_dir=model_dir)
     frame = pd.DataFrame({"id": ids, "ocr": texts, "engine": engine})
     write_table(out_tsv, frame)

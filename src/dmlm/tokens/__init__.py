@@ -24,7 +24,11 @@ from dmlm.errors import DmlmError
 
 # modality -> {encoder name: module implementing fit(settings, media) / encode(codebook, media)}
 ENCODERS = {
-    "audio": {"mfcc_kmeans": "dmlm.tokens.audio", "whisper_kmeans": "dmlm.tokens.whisper"},
+    "audio": {
+        "mfcc_kmeans": "dmlm.tokens.audio",
+        "logmel_kmeans": "dmlm.tokens.audio",
+        "whisper_kmeans": "dmlm.tokens.whisper",
+    },
     "lips": {"pixel_kmeans": "dmlm.tokens.lips"},
     "image": {"patch_kmeans": "dmlm.tokens.image", "craft_kmeans": "dmlm.tokens.craft", "raster": "dmlm.tokens.raster"},
 }

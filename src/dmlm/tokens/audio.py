@@ -1,7 +1,9 @@
-"""Audio units (encoder ``mfcc_kmeans``): MFCC + deltas, per-utterance normalisation, k-means.
+"""Audio units over frame features + k-means (HuBERT's first iteration).
 
-Features per 10 ms frame: 13 MFCCs (25 ms Hann window, 40 mel bands, torchaudio's dB scale) plus
-deltas and delta-deltas = 39 values, normalised to zero mean / unit variance over each utterance.
+Encoders: ``mfcc_kmeans``: per 10 ms frame 13 MFCCs (25 ms Hann window, 40 mel bands,
+torchaudio's dB scale) plus deltas and delta-deltas = 39 values; ``logmel_kmeans``: the 40
+log mel energies of the same frames. Either is normalised to zero mean / unit variance over
+each utterance.
 With ``frame_stack`` k, k consecutive frames are concatenated (39k values) so units come at
 100/k Hz. Frame count (before stacking): ``1 + n_samples // 160`` (centred frames); stacking pads
 the last group with copies of the last frame, giving ``ceil(frames / k)`` units. With
@@ -17,6 +19,7 @@ import numpy as np
 from dmlm.errors import DmlmError
 from dmlm.tokens.codebook import (
     Codebook,
+    stack_frames,
     collapse_repeats,
     load_ragged,
     positive_int,
@@ -26,6 +29,7 @@ from dmlm.tokens.codebook import (
 )
 
 ENCODER = "mfcc_kmeans"
+FEATURES = {"mfcc_kmeans": "mfcc", "logmel_kmeans": "logmel"}
 N_MFCC = 13
 N_MELS = 40
 WINDOW_S = 0.025
@@ -34,24 +38,28 @@ DEFAULT_SAMPLE_RATE = 16000
 
 
 class MfccFeatures:
-    """Callable: float32 waveform (n,) -> normalised, stacked feature rows (frames, 39 * k)."""
+    """Callable: float32 waveform (n,) -> normalised, stacked feature rows (frames, d * k), with
+    d = 39 (``kind="mfcc"``) or 40 (``kind="logmel"``)."""
 
-    def __init__(self, sample_rate: int = DEFAULT_SAMPLE_RATE, frame_stack: int = 1):
+    def __init__(self, sample_rate: int = DEFAULT_SAMPLE_RATE, frame_stack: int = 1, kind: str = "mfcc"):
         import torchaudio
 
         self.sample_rate = int(sample_rate)
         self.frame_stack = int(frame_stack)
+        self.kind = kind
         self.win = int(round(WINDOW_S * self.sample_rate))
         self.hop = int(round(HOP_S * self.sample_rate))
-        self.mfcc = torchaudio.transforms.MFCC(
-            sample_rate=self.sample_rate,
-            n_mfcc=N_MFCC,
-            melkwargs={"n_fft": self.win, "win_length": self.win, "hop_length": self.hop, "n_mels": N_MELS},
-        )
+        melkwargs = {"n_fft": self.win, "win_length": self.win, "hop_length": self.hop, "n_mels": N_MELS}
+        if kind == "mfcc":
+            self.transform = torchaudio.transforms.MFCC(sample_rate=self.sample_rate, n_mfcc=N_MFCC, melkwargs=melkwargs)
+        elif kind == "logmel":
+            self.transform = torchaudio.transforms.MelSpectrogram(sample_rate=self.sample_rate, **melkwargs)
+        else:
+            raise DmlmError(f"tokens.audio: unknown frame features {kind!r} (mfcc, logmel)")
 
     @property
     def dim(self) -> int:
-        return 3 * N_MFCC * self.frame_stack
+        return (3 * N_MFCC if self.kind == "mfcc" else N_MELS) * self.frame_stack
 
     def n_frames(self, n_samples: int) -> int:
         """Number of feature rows for a waveform of ``n_samples`` samples."""
@@ -66,19 +74,13 @@ class MfccFeatures:
         if len(x) <= self.win // 2:  # reflect padding needs more than half a window
             x = torch.nn.functional.pad(x, (0, self.win // 2 + 1 - len(x)))
         with torch.no_grad():
-            c = self.mfcc(x)  # (13, T)
-            d = AF.compute_deltas(c)
-            dd = AF.compute_deltas(d)
-            f = torch.cat([c, d, dd], 0).T  # (T, 39)
+            if self.kind == "mfcc":
+                c = self.transform(x)  # (13, T)
+                f = torch.cat([c, AF.compute_deltas(c), AF.compute_deltas(AF.compute_deltas(c))], 0).T
+            else:
+                f = torch.log(self.transform(x) + 1e-6).T  # (T, 40)
             f = (f - f.mean(0)) / (f.std(0, unbiased=False) + 1e-5)
-        f = f.numpy().astype(np.float32, copy=False)
-        k = self.frame_stack
-        if k > 1:
-            pad = (-len(f)) % k
-            if pad:
-                f = np.concatenate([f, np.repeat(f[-1:], pad, axis=0)])
-            f = f.reshape(len(f) // k, k * f.shape[1])
-        return f
+        return stack_frames(f.numpy().astype(np.float32, copy=False), self.frame_stack)
 
 
 def load_waves(media_path: str | os.PathLike):
@@ -97,6 +99,7 @@ def _extractor(settings: dict) -> MfccFeatures:
     return MfccFeatures(
         sample_rate=int(settings.get("sample_rate", DEFAULT_SAMPLE_RATE)),
         frame_stack=int(settings.get("frame_stack", 1)),
+        kind=FEATURES.get(settings.get("encoder", ENCODER), "mfcc"),
     )
 
 

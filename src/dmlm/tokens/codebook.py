@@ -61,6 +61,17 @@ def collapse_repeats(ids: np.ndarray) -> np.ndarray:
     return ids[keep]
 
 
+def stack_frames(features: np.ndarray, k: int) -> np.ndarray:
+    """Concatenate k consecutive frames (rows) into one, padding the last group with copies of
+    the last frame: (T, d) -> (ceil(T / k), k * d). Units then come at 1/k of the frame rate."""
+    if k <= 1:
+        return features
+    pad = (-len(features)) % k
+    if pad:
+        features = np.concatenate([features, np.repeat(features[-1:], pad, axis=0)])
+    return features.reshape(len(features) // k, k * features.shape[1])
+
+
 def load_ragged(prefix: str | os.PathLike, what: str) -> Ragged:
     """``Ragged.load(prefix)`` with a DmlmError naming the missing or broken file."""
     data_path, _ = ragged_paths(prefix)

@@ -32,6 +32,7 @@ import numpy as np
 
 from dmlm.errors import DmlmError
 from dmlm.tokens.codebook import (
+    stack_frames,
     Codebook,
     _threads,
     collapse_repeats,
@@ -207,13 +208,7 @@ class WhisperEncoder:
                 pieces[u].append(frames[:keep])
         out = []
         for parts in pieces:
-            f = np.concatenate(parts) if len(parts) > 1 else parts[0]
-            k = self.frame_stack
-            if k > 1:
-                pad = (-len(f)) % k
-                if pad:
-                    f = np.concatenate([f, np.repeat(f[-1:], pad, axis=0)])
-                f = f.reshape(len(f) // k, k * f.shape[1])
+            f = stack_frames(np.concatenate(parts) if len(parts) > 1 else parts[0], self.frame_stack)
             out.append(np.ascontiguousarray(f, dtype=np.float32))
         return out
 
