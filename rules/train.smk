@@ -3,6 +3,7 @@
 
 TRAIN_CODE = [
     "model/vocab.py",
+    "model/batches.py",
     "model/sequence.py",
     "model/backbone.py",
     "model/checkpoint.py",

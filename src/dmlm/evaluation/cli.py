@@ -11,7 +11,7 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--stream", action="append", default=[], metavar="NAME=PREFIX",
                    help="test token array per modality (repeat)")
-    p.add_argument("--tokenizer", required=True)
+    p.add_argument("--tokenizer", required=True, help="the run's text tokenizer.json (local or its backbone's)")
     p.add_argument("--manifest", required=True, help="test manifest.tsv (references)")
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=run)

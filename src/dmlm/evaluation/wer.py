@@ -48,14 +48,16 @@ def evaluate_run(
 ) -> dict:
     """Decode the test split (``streams``: modality -> token prefix) and score it.
 
+    Hypotheses are the run's text tokenizer's decoding (``dmlm.tokens.text.decode``: words joined
+    by spaces, or a subword tokenizer's string, whitespace-normalised); references are the
+    manifest's transcripts as they are.
+
     Writes ``hyps.tsv`` (id, reference, hypothesis, utterance WER) and ``wer.json`` (corpus WER,
     error counts, decoding speed) into ``out_dir``; returns the ``wer.json`` content.
     """
-    from tokenizers import Tokenizer
-
     from dmlm.model.checkpoint import load
     from dmlm.model.decode import greedy_decode
-    from dmlm.tokens.text import decode
+    from dmlm.tokens.text import decode, load_tokenizer
 
     model, layout, _ = load(checkpoint)
     inputs = {name: Ragged.load(prefix) for name, prefix in streams.items() if name != "transcript"}
@@ -67,7 +69,7 @@ def evaluate_run(
     if any(n != len(table) for n in sizes.values()):
         raise DmlmError(f"{manifest} has {len(table)} utterances but the token arrays have {sizes}")
 
-    tokenizer = Tokenizer.from_file(str(tokenizer_json))
+    tokenizer = load_tokenizer(tokenizer_json)
     start = time.perf_counter()
     decoded = greedy_decode(
         model, layout, inputs, batch_size=settings["batch_size"], max_new_tokens=settings["max_new_tokens"]

@@ -1,5 +1,5 @@
 """Greedy transcription: prompt ``<bos> [<m> ... </m>]... <text>``, then argmax over text ids and
-``</s>`` until ``</s>``.
+``</s>`` until ``</s>`` (``layout.output_mask``: never ``<pad>`` or ``<bos>``).
 
 Batches are left-padded (an attention mask hides the pads) with explicit position ids, so each row
 sees exactly the positions 0, 1, ... it saw in training; the KV cache makes each new token one
@@ -17,7 +17,7 @@ import numpy as np
 
 from dmlm.errors import DmlmError
 from dmlm.model.sequence import prompt
-from dmlm.model.vocab import EOS, PAD, VocabLayout
+from dmlm.model.vocab import VocabLayout
 
 
 def _cache_kwarg(model) -> str:
@@ -66,10 +66,10 @@ def greedy_decode(
         )
 
     vocab = model.get_output_embeddings().weight.shape[0]
-    banned = torch.ones(vocab, dtype=torch.bool)
-    start, stop = layout.text_range
-    banned[start:stop] = False
-    banned[EOS] = False
+    if vocab != layout.vocab_size:
+        raise DmlmError(f"the model has {vocab} output ids but its vocabulary layout {layout.vocab_size}")
+    banned = ~torch.from_numpy(layout.output_mask())
+    eos, pad = layout.eos, layout.pad
     cache_kw = _cache_kwarg(model)
 
     model.eval()
@@ -80,7 +80,7 @@ def greedy_decode(
         for s in range(0, n, batch_size):
             idx = order[s : s + batch_size]
             rows, width = len(idx), int(lengths[idx].max())
-            ids = torch.full((rows, width), PAD, dtype=torch.long)
+            ids = torch.full((rows, width), pad, dtype=torch.long)
             mask = torch.zeros((rows, width), dtype=torch.long)
             for r, i in enumerate(idx):
                 ids[r, width - lengths[i] :] = torch.from_numpy(prompts[i])
@@ -98,7 +98,7 @@ def greedy_decode(
                 live = ~done
                 generated[live, t] = token[live]
                 n_out[live] += 1
-                done |= (token == EOS) | (n_out >= cap)
+                done |= (token == eos) | (n_out >= cap)
                 if bool(done.all()):
                     break
                 mask = torch.cat([mask, torch.ones((rows, 1), dtype=torch.long)], dim=1)
@@ -112,7 +112,7 @@ def greedy_decode(
                 next_pos += 1
             for r, i in enumerate(idx):
                 seq = generated[r, : n_out[r]].numpy()
-                if len(seq) and seq[-1] == EOS:
+                if len(seq) and seq[-1] == eos:
                     seq = seq[:-1]
                 results[i] = layout.to_text(seq)
             bar.update(rows)

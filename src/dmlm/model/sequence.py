@@ -5,7 +5,8 @@
 ``weights[i]`` is the weight of predicting ``input_ids[i]`` (from positions ``< i``); position 0
 (``<bos>``) is never predicted and weighs 0. Tokens of modality m, its ``<m>``/``</m>`` included,
 weigh ``loss_weights[m]``; ``<text>``, the transcript and ``</s>`` weigh
-``loss_weights["transcript"]``.
+``loss_weights["transcript"]``. The ids of the special tokens come from the layout (local or
+native, see ``dmlm.model.vocab``).
 
 Length policy: a sequence longer than the backbone's ``max_positions`` is an error, raised by
 ``check_lengths`` over all train and validation data before training starts (and by the decoder
@@ -19,11 +20,11 @@ from collections.abc import Mapping
 import numpy as np
 
 from dmlm.errors import DmlmError
-from dmlm.model.vocab import BOS, EOS, TEXT, VocabLayout
+from dmlm.model.vocab import VocabLayout
 
 
 def _pieces(streams: Mapping[str, np.ndarray], layout: VocabLayout, loss_weights: Mapping[str, float] | None):
-    ids = [np.array([BOS], dtype=np.int64)]
+    ids = [np.array([layout.bos], dtype=np.int64)]
     weights = [np.zeros(1, dtype=np.float32)]
     for m in layout.modalities:
         if m not in streams:
@@ -32,7 +33,7 @@ def _pieces(streams: Mapping[str, np.ndarray], layout: VocabLayout, loss_weights
         ids.append(np.concatenate([[layout.begin(m)], body, [layout.end(m)]]).astype(np.int64))
         if loss_weights is not None:
             weights.append(np.full(len(body) + 2, loss_weights[m], dtype=np.float32))
-    ids.append(np.array([TEXT], dtype=np.int64))
+    ids.append(np.array([layout.text_tag], dtype=np.int64))
     if loss_weights is not None:
         weights.append(np.full(1, loss_weights["transcript"], dtype=np.float32))
     return ids, weights
@@ -47,7 +48,7 @@ def assemble(
         raise DmlmError("no 'transcript' stream given")
     ids, weights = _pieces(streams, layout, loss_weights)
     body = layout.to_lm("transcript", streams["transcript"])
-    ids.append(np.concatenate([body, [EOS]]).astype(np.int64))
+    ids.append(np.concatenate([body, [layout.eos]]).astype(np.int64))
     weights.append(np.full(len(body) + 1, loss_weights["transcript"], dtype=np.float32))
     return np.concatenate(ids), np.concatenate(weights)
 

@@ -1,6 +1,6 @@
 """Train one DMLM run: assembled multimodal sequences -> a small causal LM (nanoGPT-style loop).
 
-``train_run`` reads ragged token streams, assembles every utterance (``sequence.assemble``),
+``train_run`` reads ragged token streams, assembles every utterance (``batches``, ``sequence.assemble``),
 checks lengths against the backbone, and trains with AdamW, linear warm-up then cosine decay to
 ``min_lr_ratio * lr``, and gradient clipping. The loss of a batch is
 ``sum(weight * CE) / sum(weight)`` over its target positions (padding weighs 0).
@@ -36,13 +36,20 @@ import numpy as np
 from dmlm.errors import DmlmError
 from dmlm.model import backbone as backbones
 from dmlm.model import checkpoint
-from dmlm.model.sequence import assemble, check_lengths, sequence_length
-from dmlm.model.vocab import PAD, TEXT, VocabLayout, text_vocab_size
+from dmlm.model.batches import (
+    BatchOrder,
+    Sequences,
+    assemble_split,
+    collate,
+    load_streams,
+    val_batches,
+)
+from dmlm.model.sequence import check_lengths, sequence_length
+from dmlm.model.vocab import VocabLayout
 from dmlm.storage import Ragged, atomic_path, write_table
 
 STATE_FORMAT = "dmlm-train-state-1"
 LOG_COLUMNS = ["step", "train_loss", "val_loss", "val_transcript_loss", "lr", "tokens_per_s", "elapsed_s"]
-CHUNK_BATCHES = 50  # length bucketing: sort by length within chunks of this many batches
 
 
 @dataclass
@@ -125,55 +132,11 @@ def _require(settings: dict, key: str):
 
 
 # -- data -------------------------------------------------------------------------------------
-@dataclass
-class Sequences:
-    """All assembled sequences of one split."""
-
-    ids: list[np.ndarray]
-    weights: list[np.ndarray]
-    text_start: np.ndarray  # first transcript position (just after <text>) of each sequence
-    lengths: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-def load_streams(split: str, prefixes: dict[str, str], layout: VocabLayout) -> dict[str, Ragged]:
-    needed = [*layout.modalities, "transcript"]
-    for name in prefixes:
-        if name not in needed:
-            raise DmlmError(f"stream {split}:{name} given, but the run uses only {', '.join(needed)}")
-    out = {}
-    for name in needed:
-        if name not in prefixes:
-            raise DmlmError(f"stream {split}:{name} is missing (the run uses {', '.join(needed)})")
-        try:
-            out[name] = Ragged.load(prefixes[name])
-        except (FileNotFoundError, ValueError) as err:
-            raise DmlmError(f"stream {split}:{name}: {err}") from err
-    counts = {name: len(r) for name, r in out.items()}
-    if len(set(counts.values())) != 1:
-        raise DmlmError(f"streams of split {split} disagree on the number of utterances: {counts}")
-    if next(iter(counts.values())) == 0:
-        raise DmlmError(f"split {split} has no utterances")
-    return out
-
-
-def assemble_split(streams: dict[str, Ragged], layout: VocabLayout, loss_weights: dict) -> Sequences:
-    n = len(streams["transcript"])
-    ids, weights, text_start = [], [], []
-    for i in range(n):
-        x, w = assemble({name: r[i] for name, r in streams.items()}, layout, loss_weights)
-        ids.append(x)
-        weights.append(w)
-        text_start.append(int(np.flatnonzero(x == TEXT)[0]) + 1)
-    lengths = np.array([len(x) for x in ids], dtype=np.int64)
-    return Sequences(ids, weights, np.array(text_start, dtype=np.int64), lengths)
-
-
-def _fingerprint(settings: dict, streams: dict[str, dict[str, Ragged]], text_size: int) -> str:
+def _fingerprint(settings: dict, streams: dict[str, dict[str, Ragged]], layout: VocabLayout) -> str:
     h = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
-    h.update(str(text_size).encode())
+    h.update(str(layout.text_size).encode())
+    if layout.is_native:
+        h.update(json.dumps(layout.native, sort_keys=True).encode())
     for split in sorted(streams):
         for name in sorted(streams[split]):
             r = streams[split][name]
@@ -181,64 +144,6 @@ def _fingerprint(settings: dict, streams: dict[str, dict[str, Ragged]], text_siz
             h.update(np.ascontiguousarray(r.offsets).tobytes())
             h.update(np.ascontiguousarray(r.data).tobytes())
     return h.hexdigest()
-
-
-def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """One epoch's batches: shuffle, sort by length within chunks of CHUNK_BATCHES batches (little
-    padding), shuffle the batches. A pure function of (seed, epoch); ceil(n / batch_size) batches."""
-    rng = np.random.default_rng([seed, 0, epoch])
-    perm = rng.permutation(len(lengths))
-    chunk = batch_size * CHUNK_BATCHES
-    batches = []
-    for s in range(0, len(perm), chunk):
-        c = perm[s : s + chunk]
-        c = c[np.argsort(lengths[c], kind="stable")]
-        batches += [c[i : i + batch_size] for i in range(0, len(c), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-class BatchOrder:
-    """The batch of each (1-based) training step; the data position is a function of the step."""
-
-    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int):
-        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
-        self.per_epoch = -(-len(lengths) // batch_size)
-        self._epoch, self._batches = None, None
-
-    def position(self, step: int) -> tuple[int, int]:
-        return divmod(step - 1, self.per_epoch)
-
-    def batch(self, step: int) -> np.ndarray:
-        epoch, index = self.position(step)
-        if epoch != self._epoch:
-            self._epoch, self._batches = epoch, epoch_batches(self.lengths, self.batch_size, self.seed, epoch)
-        return self._batches[index]
-
-
-def val_batches(lengths: np.ndarray, batch_size: int, n_batches: int, seed: int) -> list[np.ndarray]:
-    """Fixed validation batches: a seeded sample of n_batches * batch_size utterances (all when fewer),
-    sorted by length."""
-    pick = np.random.default_rng([seed, 1]).permutation(len(lengths))[: n_batches * batch_size]
-    pick = pick[np.argsort(lengths[pick], kind="stable")]
-    return [pick[i : i + batch_size] for i in range(0, len(pick), batch_size)]
-
-
-def collate(seqs: Sequences, idx):
-    """Right-padded (input_ids, weights, transcript_mask) tensors of the utterances ``idx``.
-
-    ``transcript_mask`` marks target positions of transcript tokens and ``</s>``."""
-    import torch
-
-    width = int(seqs.lengths[idx].max())
-    ids = np.full((len(idx), width), PAD, dtype=np.int64)
-    w = np.zeros((len(idx), width), dtype=np.float32)
-    text = np.zeros((len(idx), width), dtype=bool)
-    for row, i in enumerate(idx):
-        n = seqs.lengths[i]
-        ids[row, :n] = seqs.ids[i]
-        w[row, :n] = seqs.weights[i]
-        text[row, seqs.text_start[i] : n] = True
-    return torch.from_numpy(ids), torch.from_numpy(w), torch.from_numpy(text)
 
 
 def token_losses(model, input_ids):
@@ -334,7 +239,9 @@ def train_run(
     modality), ``backbone`` (one ``backbones`` entry), ``backbone_name``, ``loss_weights`` (one
     set), optional ``loss_weights_name`` (its name, for messages), ``training`` and ``seed``.
     ``streams``: ``{"train": {name: prefix}, "val": {...}}`` with a ragged int32 prefix per modality
-    and ``"transcript"``. ``stop_after_step`` returns after that step as if the job were killed
+    and ``"transcript"``. ``tokenizer_json``: the run's text tokenizer (the backbone's own for a
+    pretrained backbone, whose native vocabulary layout the run then uses; see
+    ``backbone.vocab_layout``). ``stop_after_step`` returns after that step as if the job were killed
     there (state only as of the last save); used to test resuming.
     """
     import torch
@@ -355,7 +262,9 @@ def train_run(
     for split in ("train", "val"):
         if split not in streams:
             raise DmlmError(f"no {split} streams given")
-    layout = VocabLayout(modalities, dict(settings.get("vocab", {})), text_vocab_size(tokenizer_json))
+    layout = backbones.vocab_layout(
+        backbone_settings, modalities, dict(settings.get("vocab", {})), tokenizer_json, backbone_name
+    )
     ragged = {split: load_streams(split, streams[split], layout) for split in ("train", "val")}
     if not backbone_settings.get("pretrained"):
         limit = backbones.max_positions(backbone_settings, name=backbone_name)
@@ -366,7 +275,7 @@ def train_run(
     out = Path(out_dir)
     state_path = out / "state" / "last.pt"
     log_path = out / "train_log.tsv"
-    fingerprint = _fingerprint(settings, ragged, layout.text_size)
+    fingerprint = _fingerprint(settings, ragged, layout)
 
     train = assemble_split(ragged["train"], layout, loss_weights)
     val = assemble_split(ragged["val"], layout, loss_weights)
@@ -374,7 +283,7 @@ def train_run(
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     random.seed(cfg.seed)
-    model = backbones.build_backbone(backbone_settings, layout.vocab_size, backbone_name)
+    model = backbones.build_backbone(backbone_settings, layout.vocab_size, backbone_name, layout)
     limit = backbones.max_positions(backbone_settings, model, backbone_name)
     for split, seqs in (("train", train), ("val", val)):
         check_lengths(seqs.lengths, limit, backbone_name, f"the {split} split")
@@ -437,7 +346,7 @@ def train_run(
         busy += time.perf_counter() - t0
         loss_sum += loss_value
         loss_n += 1
-        tokens += int((ids != PAD).sum())
+        tokens += int((ids != layout.pad).sum())
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", refresh=False)
 

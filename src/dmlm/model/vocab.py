@@ -1,14 +1,21 @@
 """The language model's vocabulary: special tokens, the text range, one range per codebook.
 
-Layout (ids in order)::
+Two layouts. The *local* layout (a freshly initialised backbone, locally trained text tokenizer)::
 
     0 <pad>  1 <bos>  2 </s>  3 <text>
     4 <audio> 5 </audio>  6 <lips> 7 </lips>  8 <image> 9 </image>  10 <ocr> 11 </ocr>
     12 ...                  text tokenizer ids (transcript and OCR share this range)
     ...                     audio codebook, then lips codebook, then image codebook
 
-The special ids are the same for every run; the ranges after them depend on the text tokenizer's
-size and the codebook sizes, so the layout is stored in every checkpoint (``to_dict``).
+The *native* layout (a pretrained backbone with its own tokenizer) keeps the pretrained model's
+ids: text ids are unshifted, ``[0, text_size)``, and reuse the model's own ``<pad>``, ``<bos>`` and
+``</s>`` when its config names them; the other special tokens (``<text>``, the modality pairs and
+any special the model lacks) and then the codebook ranges are appended after the pretrained
+embedding rows (``embeddings``), so the model's embeddings keep their meaning.
+
+The ranges depend on the text tokenizer's size and the codebook sizes, so the layout is stored in
+every checkpoint (``to_dict``). ``PAD``, ``BOS``, ``EOS``, ``TEXT`` are the local layout's ids; code
+that serves both layouts asks the layout (``layout.pad``, ``layout.bos``, ...).
 """
 
 from __future__ import annotations
@@ -48,12 +55,17 @@ class VocabLayout:
     ``codebooks``: codebook size per discrete modality; every discrete modality gets a range, used
     by the run or not, so runs of one study share a layout when their codebooks agree.
     ``text_size``: the text tokenizer's vocabulary size.
+    ``native``: None for the local layout; for the native layout ``{"embeddings": n, "pad": id,
+    "bos": id, "eos": id}``: the pretrained model's embedding rows and its own special ids (each
+    may be None: that token is then appended).
     """
 
     modalities: list[str]
     codebooks: dict[str, int]
     text_size: int
+    native: dict | None = None
     offsets: dict[str, int] = field(init=False)
+    specials: dict[str, int] = field(init=False)
 
     def __post_init__(self):
         self.modalities = list(self.modalities)
@@ -71,17 +83,41 @@ class VocabLayout:
         for m, n in self.codebooks.items():
             if n <= 0:
                 raise DmlmError(f"vocab.{m}: codebook size must be positive, got {n}")
-        self.offsets = {"text": TEXT_OFFSET}
-        nxt = TEXT_OFFSET + self.text_size
+        if self.native is None:
+            self.specials = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+            self.offsets = {"text": TEXT_OFFSET}
+            nxt = TEXT_OFFSET + self.text_size
+        else:
+            self.offsets = {"text": 0}
+            nxt = self._native_specials()
         for m in DISCRETE:
             if m in self.codebooks:
                 self.offsets[m] = nxt
                 nxt += self.codebooks[m]
         self._size = nxt
 
+    def _native_specials(self) -> int:
+        """Fill ``specials`` for the native layout; returns the first id after them."""
+        native = {k: self.native.get(k) for k in ("embeddings", "pad", "bos", "eos")}
+        native["embeddings"] = int(native["embeddings"] or 0)
+        self.native = native
+        own = {"<pad>": native["pad"], "<bos>": native["bos"], "</s>": native["eos"]}
+        nxt = max(native["embeddings"], self.text_size)
+        self.specials = {}
+        for token in SPECIAL_TOKENS:
+            if own.get(token) is not None:
+                i = int(own[token])
+                if not 0 <= i < nxt:
+                    raise DmlmError(f"pretrained {token} id {i} lies outside the pretrained vocabulary [0, {nxt})")
+                self.specials[token] = i
+            else:
+                self.specials[token] = nxt
+                nxt += 1
+        return nxt
+
     @classmethod
-    def from_tokenizer(cls, modalities, codebooks: dict[str, int], tokenizer_json: str) -> "VocabLayout":
-        return cls(list(modalities), dict(codebooks), text_vocab_size(tokenizer_json))
+    def from_tokenizer(cls, modalities, codebooks: dict[str, int], tokenizer_json: str, native=None) -> "VocabLayout":
+        return cls(list(modalities), dict(codebooks), text_vocab_size(tokenizer_json), native)
 
     # -- sizes and ids ------------------------------------------------------------------------
     @property
@@ -89,17 +125,33 @@ class VocabLayout:
         return self._size
 
     @property
+    def is_native(self) -> bool:
+        return self.native is not None
+
+    @property
     def text_range(self) -> tuple[int, int]:
         """[start, stop) of text ids in the LM vocabulary."""
-        return TEXT_OFFSET, TEXT_OFFSET + self.text_size
+        return self.offsets["text"], self.offsets["text"] + self.text_size
 
-    @staticmethod
-    def begin(modality: str) -> int:
-        return TEXT_OFFSET - 2 * len(MODALITIES) + 2 * MODALITIES.index(modality)
+    pad = property(lambda self: self.specials["<pad>"])
+    bos = property(lambda self: self.specials["<bos>"])
+    eos = property(lambda self: self.specials["</s>"])
+    text_tag = property(lambda self: self.specials["<text>"], doc="the ``<text>`` token's id")
 
-    @staticmethod
-    def end(modality: str) -> int:
-        return VocabLayout.begin(modality) + 1
+    def begin(self, modality: str) -> int:
+        return self.specials[f"<{modality}>"]
+
+    def end(self, modality: str) -> int:
+        return self.specials[f"</{modality}>"]
+
+    def output_mask(self) -> np.ndarray:
+        """Bool per LM id: may the decoder emit it? The text range and ``</s>``, but not ``<pad>``
+        or ``<bos>`` (in the native layout these may lie in the text range)."""
+        allowed = np.zeros(self.vocab_size, dtype=bool)
+        allowed[slice(*self.text_range)] = True
+        allowed[[self.pad, self.bos]] = False
+        allowed[self.eos] = True
+        return allowed
 
     def _range(self, name: str) -> tuple[int, int]:
         if name in ("text", "transcript") or name in TEXTUAL:
@@ -129,12 +181,13 @@ class VocabLayout:
         lm_ids = np.asarray(lm_ids, dtype=np.int64)
         if not self.is_text(lm_ids).all():
             raise ValueError(f"non-text ids in {lm_ids.tolist()}")
-        return (lm_ids - TEXT_OFFSET).astype(np.int32)
+        return (lm_ids - self.offsets["text"]).astype(np.int32)
 
     def token_name(self, lm_id: int) -> str:
         """Readable name of one LM id (for debugging)."""
-        if lm_id < TEXT_OFFSET:
-            return SPECIAL_TOKENS[lm_id]
+        for token, i in self.specials.items():
+            if i == lm_id:
+                return token
         for name in ["text", *DISCRETE]:
             if name in self.offsets:
                 start, stop = self._range(name)
@@ -144,8 +197,11 @@ class VocabLayout:
 
     # -- persistence --------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"modalities": list(self.modalities), "codebooks": dict(self.codebooks), "text_size": self.text_size}
+        d = {"modalities": list(self.modalities), "codebooks": dict(self.codebooks), "text_size": self.text_size}
+        if self.native is not None:
+            d["native"] = dict(self.native)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "VocabLayout":
-        return cls(d["modalities"], d["codebooks"], d["text_size"])
+        return cls(d["modalities"], d["codebooks"], d["text_size"], d.get("native"))
