@@ -29,6 +29,7 @@ wildcard_constraints:
     study="|".join(config["studies"]),
     modality="lips|image",
     field="transcript|ocr",
+    textenc="|".join(map(re.escape, grid.text_encoders(config))),
 
 
 def as_json(obj):
@@ -61,18 +62,27 @@ def ragged(prefix):
 
 
 def token_prefix(modality, split, cond="clean", encoder=None):
-    """Token arrays of one modality; `encoder` is a named tokenizer of config['tokens'][modality]."""
+    """Token arrays of one modality; `encoder` is a named tokenizer of config['tokens'][modality],
+    or for text (ocr, transcript) the text tokenizer's name (`local` or a pretrained backbone's)."""
     if modality == "audio":
         return f"results/tokens/{DATASET}/audio/{encoder}/{cond}/{split}"
-    if modality in ("ocr", "transcript"):
-        return f"results/tokens/{DATASET}/{modality}/text/{split}"
     return f"results/tokens/{DATASET}/{modality}/{encoder}/{split}"
+
+
+def text_tokenizer_path(textenc):
+    return f"results/tokens/{DATASET}/text/{textenc}/tokenizer.json"
+
+
+def run_text_tokenizer(run):
+    """The text tokenizer a run reads (its backbone's own when pretrained, else the local one)."""
+    return text_tokenizer_path(grid.run_text_encoder(config, run))
 
 
 def run_streams(run, split, cond):
     """Token arrays a run reads for one split: its modalities, then the transcript."""
     modalities = grid.modality_names(grid.parse_run_name(run)["modalities"])
-    encoders = grid.run_encoders(run)
+    textenc = grid.run_text_encoder(config, run)
+    encoders = {"ocr": textenc, "transcript": textenc, **grid.run_encoders(run)}
     return {
         name: token_prefix(name, split, cond, encoders.get(name))
         for name in [*modalities, "transcript"]

@@ -24,7 +24,7 @@ rule evaluate:
     input:
         checkpoint="results/runs/{run}/checkpoint.pt",
         tokens=eval_inputs,
-        tokenizer=f"results/tokens/{DATASET}/text/tokenizer.json",
+        tokenizer=lambda wildcards: run_text_tokenizer(wildcards.run),
         manifest=f"results/corpus/{DATASET}/test/manifest.tsv",
     output:
         hyps="results/runs/{run}/eval/{cond}/hyps.tsv",

@@ -1,5 +1,6 @@
 # Tokens: codebooks fitted once on the clean training split, then every split (and, for audio,
-# every noise condition) encoded to unit ids; OCR and transcripts through a text tokenizer.
+# every noise condition) encoded to unit ids; OCR and transcripts through a text tokenizer: the
+# local one (`local`) or a pretrained backbone's own (named after the backbone).
 
 TOKEN_CODE = [
     "tokens/__init__.py",
@@ -138,24 +139,42 @@ rule encode_visual:
         " > {log} 2>&1"
 
 
+def text_tokenizer_inputs(wildcards):
+    """The local tokenizer learns from the train split's text; a backbone's is copied from its folder."""
+    if wildcards.textenc == grid.LOCAL_TEXT:
+        return [f"{corpus_dir('train')}/manifest.tsv", f"{corpus_dir('train')}/ocr.tsv"]
+    return [f"{config['backbones'][wildcards.textenc]['pretrained']}/tokenizer.json"]
+
+
+def text_tokenizer_settings(wildcards):
+    if wildcards.textenc == grid.LOCAL_TEXT:
+        return as_json(config["tokens"]["text"])
+    return as_json({"backbone": wildcards.textenc, "pretrained": config["backbones"][wildcards.textenc]["pretrained"]})
+
+
+def text_tokenizer_args(wildcards):
+    if wildcards.textenc == grid.LOCAL_TEXT:
+        return f"--manifest {corpus_dir('train')}/manifest.tsv --ocr {corpus_dir('train')}/ocr.tsv"
+    return ""
+
+
 rule text_tokenizer:
     input:
-        manifest="results/corpus/{dataset}/train/manifest.tsv",
-        ocr="results/corpus/{dataset}/train/ocr.tsv",
+        text_tokenizer_inputs,
     output:
-        "results/tokens/{dataset}/text/tokenizer.json",
+        "results/tokens/{dataset}/text/{textenc}/tokenizer.json",
     params:
-        settings=as_json(config["tokens"]["text"]),
+        settings=text_tokenizer_settings,
+        args=text_tokenizer_args,
         code=code_version("tokens/text.py"),
     log:
-        "results/logs/text_tokenizer/{dataset}.log",
+        "results/logs/text_tokenizer/{dataset}/{textenc}.log",
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
     shell:
-        dmlm_cmd("text-tokenizer") + " --manifest {input.manifest} --ocr {input.ocr}"
-        " --out {output} > {log} 2>&1"
+        dmlm_cmd("text-tokenizer") + " {params.args} --out {output} > {log} 2>&1"
 
 
 def text_table(wildcards):
@@ -165,20 +184,21 @@ def text_table(wildcards):
 
 rule encode_text:
     input:
-        tokenizer="results/tokens/{dataset}/text/tokenizer.json",
+        tokenizer="results/tokens/{dataset}/text/{textenc}/tokenizer.json",
         table=text_table,
     output:
-        ragged("results/tokens/{dataset}/{field}/text/{split}"),
+        ragged("results/tokens/{dataset}/{field}/{textenc}/{split}"),
     params:
         settings=as_json({}),
         code=code_version("tokens/text.py"),
     log:
-        "results/logs/encode_text/{dataset}/{field}/{split}.log",
+        "results/logs/encode_text/{dataset}/{field}/{textenc}/{split}.log",
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
     shell:
         dmlm_cmd("encode-text") + " --tokenizer {input.tokenizer} --table {input.table}"
-        " --column {wildcards.field} --out-prefix results/tokens/{wildcards.dataset}/{wildcards.field}/text/{wildcards.split}"
+        " --column {wildcards.field}"
+        " --out-prefix results/tokens/{wildcards.dataset}/{wildcards.field}/{wildcards.textenc}/{wildcards.split}"
         " > {log} 2>&1"

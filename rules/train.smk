@@ -42,7 +42,7 @@ rule train:
     input:
         tokens=train_inputs,
         codebooks=train_codebooks,
-        tokenizer=f"results/tokens/{DATASET}/text/tokenizer.json",
+        tokenizer=lambda wildcards: run_text_tokenizer(wildcards.run),
     output:
         checkpoint="results/runs/{run}/checkpoint.pt",
         log="results/runs/{run}/train_log.tsv",

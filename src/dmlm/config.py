@@ -45,6 +45,8 @@ def check_schema(config: dict) -> None:
 
 def check_references(config: dict) -> None:
     """Names a study uses must exist in the sections that define them."""
+    from dmlm.grid import LOCAL_TEXT
+
     problems = []
     for study, spec in config["studies"].items():
         for axis, section, where in (
@@ -80,6 +82,16 @@ def check_references(config: dict) -> None:
             problems.append(
                 f"config key backbones.{name}.pretrained: {pretrained} is not a model folder "
                 "(expected a config.json and weights saved by save_pretrained)"
+            )
+        elif pretrained and not (Path(pretrained) / "tokenizer.json").is_file():
+            problems.append(
+                f"config key backbones.{name}.pretrained: {pretrained} has no tokenizer.json (a pretrained "
+                "backbone reads text with its own tokenizer: save it into the folder with save_pretrained)"
+            )
+        if pretrained and name == LOCAL_TEXT:
+            problems.append(
+                f"config key backbones.{name}: a pretrained backbone may not be named '{LOCAL_TEXT}' "
+                "(the name of the locally trained text tokenizer)"
             )
     problems += check_encoders(config)
     bank = config["noise"]["bank"]

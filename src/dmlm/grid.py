@@ -18,6 +18,7 @@ MODALITY_OF_LETTER = {"A": "audio", "L": "lips", "I": "image", "O": "ocr"}
 DISCRETE = ("audio", "lips", "image")  # modalities with a codebook (OCR is text)
 RUN_AXES = ("modalities", "encoders", "train_noise", "backbone", "loss_weights", "seed")
 AUDIO_ONLY = "A"
+LOCAL_TEXT = "local"  # name of the locally trained text tokenizer (a pretrained backbone brings its own)
 
 
 def modality_names(modset: str) -> list[str]:
@@ -76,6 +77,22 @@ def encoder_choices(config: dict, study: dict, modset: str) -> list[dict[str, st
     chosen = study.get("encoders", {})
     options = [chosen.get(m, [next(iter(config["tokens"][m]))]) for m in modalities]
     return [dict(zip(modalities, combo)) for combo in itertools.product(*options)]
+
+
+def text_encoder(config: dict, backbone: str) -> str:
+    """The text tokenizer a backbone reads: its own (named after it) when it is pretrained, else
+    the locally trained one (``local``). Text token paths carry this name."""
+    return backbone if config["backbones"][backbone].get("pretrained") else LOCAL_TEXT
+
+
+def text_encoders(config: dict) -> list[str]:
+    """Every text tokenizer the config's studies use (``local`` and/or pretrained backbones' names)."""
+    names = {text_encoder(config, b) for spec in config["studies"].values() for b in spec["backbone"]}
+    return sorted(names)
+
+
+def run_text_encoder(config: dict, run: str) -> str:
+    return text_encoder(config, parse_run_name(run)["backbone"])
 
 
 def run_encoders(run: str) -> dict[str, str]:

@@ -95,7 +95,7 @@ def describe(path: str | os.PathLike) -> dict:
     if Path(path).suffix == ".json":
         from dmlm.tokens import text
 
-        return {**text.describe(path), "modality": "text", "encoder": "wordlevel"}
+        return {**text.describe(path), "modality": "text"}
     codebook = Codebook.load(path)
     modality, encoder = codebook.settings.get("modality"), codebook.settings.get("encoder")
     module = _module(modality, encoder)

@@ -22,9 +22,16 @@ def _encode(args: argparse.Namespace) -> None:
 
 
 def _text_tokenizer(args: argparse.Namespace) -> None:
-    from dmlm.tokens.text import train_text_tokenizer
+    from dmlm.errors import DmlmError
+    from dmlm.tokens.text import copy_pretrained_tokenizer, train_text_tokenizer
 
-    train_text_tokenizer(args.manifest, args.ocr, args.out, args.settings)
+    settings = args.settings
+    if settings.get("pretrained"):
+        copy_pretrained_tokenizer(settings["pretrained"], args.out, settings.get("backbone", "?"))
+    elif args.manifest is None:
+        raise DmlmError("text-tokenizer: --manifest is required to train the local tokenizer")
+    else:
+        train_text_tokenizer(args.manifest, args.ocr, args.out, settings)
 
 
 def _encode_text(args: argparse.Namespace) -> None:
@@ -63,10 +70,13 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "text-tokenizer",
-        help="train the WordLevel text tokenizer on transcripts + OCR",
-        description="settings: the config's tokens.text (min_frequency)",
+        help="train the local WordLevel text tokenizer, or copy a pretrained backbone's",
+        description=(
+            "settings: the config's tokens.text (min_frequency) to train the local tokenizer on "
+            "transcripts + OCR; or {backbone: NAME, pretrained: FOLDER} to copy that folder's tokenizer.json"
+        ),
     )
-    p.add_argument("--manifest", required=True, help="train manifest.tsv (column transcript)")
+    p.add_argument("--manifest", default=None, help="train manifest.tsv (column transcript); local tokenizer only")
     p.add_argument("--ocr", default=None, help="train ocr.tsv (column ocr)")
     p.add_argument("--out", required=True, help="tokenizer.json")
     add_common_args(p)

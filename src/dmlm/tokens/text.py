@@ -1,13 +1,22 @@
-"""Text ids: one `tokenizers` WordLevel tokenizer shared by transcripts and OCR strings.
+"""Text ids for transcripts and OCR: one text tokenizer per run, named by ``textenc``.
 
-Normalisation lowercases; pre-tokenisation splits on whitespace, then into digit runs, letter
-runs and single other characters, so the OCR string ``3X+5=12`` becomes ``3 x + 5 = 12`` and the
-transcript ``3 x plus 5 equals 12`` becomes ``3 x plus 5 equals 12``: both share the tokens
-``3``, ``x``, ``5`` and ``12``. The vocabulary is trained on the train split's transcripts and OCR
-strings (``[UNK]`` is id 0; ``min_frequency`` from the settings).
+``local`` (a run on a freshly initialised backbone): a `tokenizers` WordLevel tokenizer trained
+here. Normalisation lowercases; pre-tokenisation splits on whitespace, then into digit runs,
+letter runs and single other characters, so the OCR string ``3X+5=12`` becomes ``3 x + 5 = 12``
+and the transcript ``3 x plus 5 equals 12`` becomes ``3 x plus 5 equals 12``: both share the
+tokens ``3``, ``x``, ``5`` and ``12``. The vocabulary is trained on the train split's transcripts
+and OCR strings (``[UNK]`` is id 0; ``min_frequency`` from the settings).
 
-``decode`` joins tokens with single spaces; a lowercase transcript whose words are letter runs or
-digit runs (the corpus' transcripts) round-trips exactly, and WER is computed on that string.
+A pretrained backbone's name: that backbone's own tokenizer, the ``tokenizer.json`` of its
+``pretrained`` folder, copied unchanged (``copy_pretrained_tokenizer``), so that text ids are the
+model's native ids. Texts are encoded without the tokenizer's own special tokens (the LM sequence
+adds its ``<bos>``/``</s>``).
+
+``decode``: a tokenizer without a decoder (the local one) joins tokens with single spaces; a
+lowercase transcript whose words are letter runs or digit runs (the corpus' transcripts)
+round-trips exactly. A tokenizer with a decoder (a pretrained subword tokenizer) decodes with it,
+special tokens skipped, then whitespace is normalised (runs of spaces -> one, no leading or
+trailing space). WER is computed on that string.
 """
 
 from __future__ import annotations
@@ -78,6 +87,20 @@ def train_text_tokenizer(
     return tok
 
 
+def copy_pretrained_tokenizer(folder: str | os.PathLike, out_json: str | os.PathLike, backbone: str = "?"):
+    """Copy the ``tokenizer.json`` of a pretrained backbone's folder to ``out_json`` (checked loadable)."""
+    source = Path(folder) / "tokenizer.json"
+    if not source.is_file():
+        raise DmlmError(
+            f"backbones.{backbone}.pretrained: {folder} has no tokenizer.json (save the model's fast "
+            "tokenizer into the same folder with save_pretrained)"
+        )
+    tok = load_tokenizer(source)
+    with atomic_path(out_json) as tmp:
+        tmp.write_bytes(source.read_bytes())
+    return tok
+
+
 def load_tokenizer(tokenizer_json: str | os.PathLike):
     from tokenizers import Tokenizer
 
@@ -111,15 +134,19 @@ def encode_table(
 
 
 def decode(tokenizer, ids) -> str:
-    """Tokens of ``ids`` joined by single spaces (unknown words appear as ``[UNK]``)."""
+    """The words of ``ids``: tokens joined by single spaces for a tokenizer without a decoder
+    (unknown words appear as ``[UNK]``), else the tokenizer's own decoding, whitespace-normalised."""
     tok = _as_tokenizer(tokenizer)
+    ids = [int(i) for i in np.asarray(ids, dtype=np.int64).reshape(-1)]
     words = []
-    for i in np.asarray(ids, dtype=np.int64).reshape(-1):
-        word = tok.id_to_token(int(i))
+    for i in ids:
+        word = tok.id_to_token(i)
         if word is None:
-            raise DmlmError(f"text id {int(i)} is outside the tokenizer's vocabulary ({tok.get_vocab_size()} ids)")
+            raise DmlmError(f"text id {i} is outside the tokenizer's vocabulary ({tok.get_vocab_size()} ids)")
         words.append(word)
-    return " ".join(words)
+    if tok.decoder is None:
+        return " ".join(words)
+    return " ".join(tok.decode(ids, skip_special_tokens=True).split())
 
 
 def normalize(tokenizer, text: str) -> str:
@@ -130,6 +157,10 @@ def normalize(tokenizer, text: str) -> str:
 
 
 def describe(tokenizer) -> dict:
-    """Vocabulary size of the text tokenizer (``[UNK]`` included); text has no frame rate."""
+    """Vocabulary size of the text tokenizer (added tokens included), its model type (``wordlevel``,
+    ``bpe``, ...) as ``encoder``; text has no frame rate."""
+    import json
+
     tok = _as_tokenizer(tokenizer)
-    return {"vocab_size": int(tok.get_vocab_size()), "frame_rate": None}
+    kind = json.loads(tok.to_str()).get("model", {}).get("type", "unknown").lower()
+    return {"vocab_size": int(tok.get_vocab_size(with_added_tokens=True)), "frame_rate": None, "encoder": kind}
