@@ -83,7 +83,7 @@ rule fit_codebook:
         "results/benchmarks/fit_codebook/{dataset}/{kind}/{encoder}.tsv"
     threads: 2
     resources:
-        mem_mb=3800,
+        mem_mb=2000,
         runtime=20,
     shell:
         dmlm_cmd("fit-codebook") + " --modality {wildcards.kind} --media {params.media}"
@@ -130,7 +130,7 @@ rule encode_visual:
         "results/benchmarks/encode_visual/{dataset}/{modality}/{encoder}/{split}.tsv"
     threads: 1
     resources:
-        mem_mb=3000,
+        mem_mb=2000,
         runtime=20,
     shell:
         dmlm_cmd("encode") + " --modality {wildcards.modality} --codebook {input.codebook}"

@@ -66,3 +66,17 @@ def test_report_files(tmp_path):
     table = (tmp_path / "report" / "table.md").read_text()
     assert "A+O" in table and "40" in table  # RB at -10 dB = 40 %
     assert (tmp_path / "report" / "rb.png").stat().st_size > 10_000
+
+
+def test_tables_key_rows_by_every_axis_the_study_varies():
+    """Two training-noise recipes: the rows are 'A / mix', 'A / clean', ... not a silent mean."""
+    from dmlm.report.tables import pivot
+
+    rows = []
+    for noise, wer in (("mix", 0.2), ("clean", 0.4)):
+        for ev in _evals():
+            rows.append({**ev, "train_noise": noise, "wer": ev["wer"] + wer})
+    table = pivot(pd.DataFrame(rows), "wer")
+    assert set(table.index) == {f"{m} / {n}" for m in ("A", "A+O", "A+L") for n in ("mix", "clean")}
+    assert table.loc["A / clean", "clean"] == pytest.approx(0.2 + 0.4)
+    assert "encoders" not in table.index.name  # encoders differ between sets by construction only

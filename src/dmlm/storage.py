@@ -110,6 +110,18 @@ class Ragged(Sequence):
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` of the concatenated data, read from the file instead of through
+        the memory map: scanning a large array (3 GB of lip frames) then does not leave it all
+        resident in the job's memory."""
+        data = self.data
+        if not isinstance(data, np.memmap):
+            return np.asarray(data[start:stop])
+        row = int(np.prod(data.shape[1:], dtype=np.int64))
+        flat = np.fromfile(data.filename, dtype=data.dtype, count=(stop - start) * row,
+                           offset=data.offset + start * row * data.itemsize)
+        return flat.reshape((stop - start, *data.shape[1:]))
+
 
 def write_table(path: str | os.PathLike, rows: pd.DataFrame | Iterable[dict]) -> None:
     """Write a tab-separated table atomically (``.csv`` paths get commas)."""

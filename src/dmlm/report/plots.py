@@ -14,21 +14,17 @@ from dmlm.report.tables import pivot  # noqa: E402
 from dmlm.storage import atomic_path  # noqa: E402
 
 
-def _label(index) -> str:
-    return " / ".join(map(str, index)) if isinstance(index, tuple) else str(index)
-
-
 def plot_wer_rb(study: str, wer: pd.DataFrame, rb: pd.DataFrame, out_png: str | Path) -> None:
     wer_table, rb_table = pivot(wer, "wer") * 100, (pivot(rb, "rb") * 100 if len(rb) else None)
     fig, (ax_wer, ax_rb) = plt.subplots(1, 2, figsize=(11, 4.2))
     labels = [str(c) for c in wer_table.columns]
     x = range(len(labels))
     for label, values in wer_table.iterrows():
-        ax_wer.plot(x, values.to_numpy(), marker="o", label=_label(label))
+        ax_wer.plot(x, values.to_numpy(), marker="o", label=str(label))
     ax_wer.set(title="WER", xlabel="test SNR (dB)", ylabel="WER (%)", xticks=list(x), xticklabels=labels)
     if rb_table is not None:
         for label, values in rb_table.iterrows():
-            ax_rb.plot(x, values.reindex(wer_table.columns).to_numpy(), marker="o", label=_label(label))
+            ax_rb.plot(x, values.reindex(wer_table.columns).to_numpy(), marker="o", label=str(label))
     ax_rb.axhline(0, color="grey", lw=0.8)
     ax_rb.set(title="Relative benefit over audio only", xlabel="test SNR (dB)",
               ylabel="RB (%)", xticks=list(x), xticklabels=labels)

@@ -21,7 +21,12 @@ LABEL_AXES = ["modalities", "encoders", "train_noise", "backbone", "loss_weights
 
 
 def label_axes(frame: pd.DataFrame) -> list[str]:
-    return [a for a in LABEL_AXES if a == "modalities" or (a in frame and frame[a].nunique() > 1)]
+    """modalities, plus each axis that takes several values for one modality set (the encoders
+    differ between sets by construction: they name only the set's own modalities)."""
+    return [
+        a for a in LABEL_AXES
+        if a == "modalities" or (a in frame and frame.groupby("modalities")[a].nunique().max() > 1)
+    ]
 
 
 def snr_order(values) -> list:
@@ -73,7 +78,11 @@ def relative_benefits(wer: pd.DataFrame) -> pd.DataFrame:
 def pivot(frame: pd.DataFrame, value: str) -> pd.DataFrame:
     """Mean over seeds; rows = runs (modality set and any other axis the study varies),
     columns = test SNR in noise order."""
-    table = frame.pivot_table(index=label_axes(frame), columns="snr", values=value, aggfunc="mean")
+    axes = label_axes(frame)
+    table = frame.pivot_table(index=axes, columns="snr", values=value, aggfunc="mean")
+    if len(axes) > 1:  # one readable label per row: "A+I / craft"
+        table.index = [" / ".join(map(str, key)) for key in table.index]
+        table.index.name = " / ".join(axes)
     return table[[c for c in snr_order(frame["snr"]) if c in table.columns]]
 
 

@@ -139,8 +139,11 @@ def fit(settings: dict, media_path: str | os.PathLike) -> Codebook:
     frames = load_frames(media_path)
     extract = _Features(settings, frames)
     chosen = sample_indices(len(frames.data), n_fit, seed)
-    chunks = range(0, len(chosen), CHUNK_FRAMES)
-    rows = [extract(frames.data[chosen[s : s + CHUNK_FRAMES]]) for s in progress(chunks, "lip features (fit)")]
+    rows = []
+    for s in progress(range(0, len(chosen), CHUNK_FRAMES), "lip features (fit)"):
+        picked = chosen[s : s + CHUNK_FRAMES]  # sorted
+        span = frames.read_rows(int(picked[0]), int(picked[-1]) + 1)  # read, don't map: bounded memory
+        rows.append(extract(span[picked - picked[0]]))
     return Codebook.fit(np.concatenate(rows), {**settings, "features": extract.kind}, "lips")
 
 
@@ -154,7 +157,7 @@ def encode(codebook: Codebook, media_path: str | os.PathLike) -> list[np.ndarray
     # encode the concatenated frames in chunks, then cut per utterance
     ids = np.empty(len(frames.data), dtype=np.int32)
     for s in progress(range(0, len(ids), CHUNK_FRAMES), "lip tokens"):
-        ids[s : s + CHUNK_FRAMES] = codebook.encode(extract(frames.data[s : s + CHUNK_FRAMES]))
+        ids[s : s + CHUNK_FRAMES] = codebook.encode(extract(frames.read_rows(s, min(s + CHUNK_FRAMES, len(ids)))))
     out = []
     for i in range(len(frames)):
         item = ids[frames.offsets[i] : frames.offsets[i + 1]]
