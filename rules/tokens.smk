@@ -96,6 +96,8 @@ rule encode_audio:
         media=audio_media_files,
     output:
         ragged("results/tokens/{dataset}/audio/{encoder}/{cond}/{split}"),
+        # token start times (s), read by interleaved sequences (dmlm.model.sequence)
+        ragged("results/tokens/{dataset}/audio/{encoder}/{cond}/{split}.times"),
     params:
         settings=as_json({}),
         media=audio_media,
@@ -120,6 +122,8 @@ rule encode_visual:
         media=visual_media_files,
     output:
         ragged("results/tokens/{dataset}/{modality}/{encoder}/{split}"),
+    wildcard_constraints:
+        modality="image",
     params:
         settings=as_json({}),
         media=visual_media,
@@ -137,6 +141,15 @@ rule encode_visual:
         " --media {params.media}"
         " --out-prefix results/tokens/{wildcards.dataset}/{wildcards.modality}/{wildcards.encoder}/{wildcards.split}"
         " > {log} 2>&1"
+
+
+# lips follow the audio's time line: their token times are written too (interleaved sequences)
+use rule encode_visual as encode_lips with:
+    output:
+        ragged("results/tokens/{dataset}/{modality}/{encoder}/{split}"),
+        ragged("results/tokens/{dataset}/{modality}/{encoder}/{split}.times"),
+    wildcard_constraints:
+        modality="lips",
 
 
 def text_tokenizer_inputs(wildcards):

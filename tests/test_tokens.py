@@ -100,10 +100,13 @@ def test_audio_determinism_and_frame_rate(speech, tmp_path):
         assert len(ids) == math.ceil((1 + len(wave) // 160) / 2)
     fit_codebook("audio", audio_settings(frame_stack=2, collapse_repeats=True), prefix, tmp_path / "c2.npz")
     collapsed = encode_media("audio", tmp_path / "c2.npz", prefix, tmp_path / "c2")
-    for full, short in zip(stacked, collapsed):
+    times = Ragged.load(tmp_path / "c2.times")  # each kept unit's start: first frame / 50 Hz
+    for full, short, t in zip(stacked, collapsed, times):
         assert np.all(short[1:] != short[:-1])
         assert np.array_equal(short, collapse_repeats(full))
         assert len(short) < len(full)
+        first = [j for j in range(len(full)) if j == 0 or full[j] != full[j - 1]]
+        assert t.dtype == np.float64 and t.tolist() == [j / 50 for j in first]
 
 
 def test_logmel_units(speech, tmp_path):
@@ -181,8 +184,11 @@ def test_lips_open_and_closed_get_different_units(tmp_path):
 
     collapsed = encode_media("lips", _with_setting(tmp_path / "lips.npz", collapse_repeats=True),
                              tmp_path / "lips", tmp_path / "lip_c")
-    for full, short in zip(ids, collapsed):
+    for full, short, t in zip(ids, collapsed, Ragged.load(tmp_path / "lip_c.times")):
         assert np.array_equal(short, collapse_repeats(full))
+        first = [j for j in range(len(full)) if j == 0 or full[j] != full[j - 1]]
+        assert t.tolist() == [j / 25 for j in first]  # 25 fps
+    assert Ragged.load(tmp_path / "lip_tokens.times")[0].tolist() == [j / 25 for j in range(len(items[0]))]
 
 
 def _with_setting(path, **kw):

@@ -4,7 +4,9 @@ One interface for every media tokenizer: ``ENCODERS[modality][encoder]`` names a
 
 - ``fit(settings, media_path) -> Codebook``: fit on clean training media (``settings`` is the
   config's ``tokens.<modality>.<name>`` plus ``seed``, and ``sample_rate`` for audio);
-- ``encode(codebook, media_path) -> list[np.ndarray]``: int32 ids per item;
+- ``encode(codebook, media_path) -> list[np.ndarray]``: int32 ids per item; encoders of the timed
+  modalities (audio, lips) take ``return_frames=True`` and then also return each kept unit's
+  frame index (``encode_media`` writes the token times from them);
 - ``describe(codebook) -> {"vocab_size": int, "frame_rate": float | None}``: ids lie in
   ``range(vocab_size)``; ``frame_rate`` is tokens per second of media before repeats are
   collapsed (None for images and text);
@@ -34,6 +36,11 @@ ENCODERS = {
 }
 
 
+#: modalities whose tokens follow the media's time line (their encoders take ``return_frames``)
+TIMED = ("audio", "lips")
+TIMES_SUFFIX = ".times"
+
+
 def _module(modality: str, encoder):
     if modality not in ENCODERS:
         raise DmlmError(f"unknown modality {modality!r} (known: {', '.join(ENCODERS)})")
@@ -56,10 +63,18 @@ def fit_codebook(modality: str, settings: dict, media_path: str | os.PathLike, o
     return codebook
 
 
+def times_prefix(token_prefix: str | os.PathLike) -> str:
+    """Where the token times of a timed modality's tokens at ``token_prefix`` are written."""
+    return f"{token_prefix}{TIMES_SUFFIX}"
+
+
 def encode_media(
     modality: str, codebook_path: str | os.PathLike, media_path: str | os.PathLike, out_prefix: str | os.PathLike
 ):
-    """Encode ``media_path`` with the codebook at ``codebook_path``; write ragged int32 ids at ``out_prefix``."""
+    """Encode ``media_path`` with the codebook at ``codebook_path``; write ragged int32 ids at
+    ``out_prefix``. For a timed modality (``TIMED``) also write each token's start time in seconds
+    (float64: the first frame of the unit over the encoder's frame rate) at
+    ``times_prefix(out_prefix)``, item for item beside the ids; interleaved sequences read them."""
     import numpy as np
 
     from dmlm.storage import save_ragged
@@ -69,8 +84,15 @@ def encode_media(
     fitted_for = codebook.settings.get("modality")
     if fitted_for != modality:
         raise DmlmError(f"{codebook_path}: a {fitted_for} codebook, not a {modality} one")
-    ids = _module(modality, codebook.settings.get("encoder")).encode(codebook, media_path)
+    module = _module(modality, codebook.settings.get("encoder"))
+    if modality not in TIMED:
+        ids = module.encode(codebook, media_path)
+        save_ragged(out_prefix, ids, dtype=np.int32)
+        return ids
+    ids, frames = module.encode(codebook, media_path, return_frames=True)
+    rate = float(module.describe(codebook)["frame_rate"])
     save_ragged(out_prefix, ids, dtype=np.int32)
+    save_ragged(times_prefix(out_prefix), [f / rate for f in frames], dtype=np.float64)
     return ids
 
 

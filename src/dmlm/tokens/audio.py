@@ -20,7 +20,7 @@ from dmlm.errors import DmlmError
 from dmlm.tokens.codebook import (
     Codebook,
     stack_frames,
-    collapse_repeats,
+    kept_units,
     load_ragged,
     positive_int,
     progress,
@@ -118,18 +118,20 @@ def fit(settings: dict, media_path: str | os.PathLike) -> Codebook:
     return Codebook.fit(np.concatenate(rows), settings, "audio")
 
 
-def encode(codebook: Codebook, media_path: str | os.PathLike) -> list[np.ndarray]:
-    """int32 unit ids per utterance of the ragged waveform array at ``media_path``."""
+def encode(codebook: Codebook, media_path: str | os.PathLike, return_frames: bool = False):
+    """int32 unit ids per utterance of the ragged waveform array at ``media_path``; with
+    ``return_frames`` also each kept unit's frame index (``codebook.kept_units``)."""
     waves = load_waves(media_path)
     extract = _extractor(codebook.settings)
     if extract.dim != codebook.dim:
         raise DmlmError(f"audio codebook has {codebook.dim}-dim centroids, features have {extract.dim}")
     collapse = bool(codebook.settings.get("collapse_repeats", False))
-    out = []
+    out, frames = [], []
     for i in progress(range(len(waves)), "audio tokens"):
         ids = codebook.encode(extract(waves[i]))
-        out.append(collapse_repeats(ids) if collapse else ids)
-    return out
+        frames.append(kept_units(ids, collapse))
+        out.append(ids[frames[-1]])
+    return (out, frames) if return_frames else out
 
 
 def describe(codebook: Codebook) -> dict:

@@ -50,15 +50,23 @@ def sample_indices(n: int, k: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=k, replace=False)).astype(np.int64)
 
 
-def collapse_repeats(ids: np.ndarray) -> np.ndarray:
-    """Drop every id equal to its predecessor: ``[3, 3, 5, 3, 3] -> [3, 5, 3]``."""
+def kept_units(ids: np.ndarray, collapse: bool) -> np.ndarray:
+    """Frame index (int64) of each unit that survives: all, or with ``collapse`` the first of each
+    run of equal ids (``[3, 3, 5, 3, 3] -> [0, 2, 3]``). A unit's time is its frame index over the
+    encoder's frame rate (token times for interleaved sequences, ``dmlm.model.sequence``)."""
     ids = np.asarray(ids)
-    if len(ids) == 0:
-        return ids.copy()
+    if not collapse or len(ids) == 0:
+        return np.arange(len(ids), dtype=np.int64)
     keep = np.empty(len(ids), dtype=bool)
     keep[0] = True
     np.not_equal(ids[1:], ids[:-1], out=keep[1:])
-    return ids[keep]
+    return np.flatnonzero(keep)
+
+
+def collapse_repeats(ids: np.ndarray) -> np.ndarray:
+    """Drop every id equal to its predecessor: ``[3, 3, 5, 3, 3] -> [3, 5, 3]``."""
+    ids = np.asarray(ids)
+    return ids[kept_units(ids, True)]
 
 
 def stack_frames(features: np.ndarray, k: int) -> np.ndarray:

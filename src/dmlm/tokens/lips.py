@@ -23,7 +23,7 @@ import numpy as np
 from dmlm.errors import DmlmError
 from dmlm.tokens.codebook import (
     Codebook,
-    collapse_repeats,
+    kept_units,
     load_ragged,
     positive_int,
     progress,
@@ -147,8 +147,9 @@ def fit(settings: dict, media_path: str | os.PathLike) -> Codebook:
     return Codebook.fit(np.concatenate(rows), {**settings, "features": extract.kind}, "lips")
 
 
-def encode(codebook: Codebook, media_path: str | os.PathLike) -> list[np.ndarray]:
-    """int32 unit ids per utterance of the ragged frame array at ``media_path``."""
+def encode(codebook: Codebook, media_path: str | os.PathLike, return_frames: bool = False):
+    """int32 unit ids per utterance of the ragged frame array at ``media_path``; with
+    ``return_frames`` also each kept unit's frame index (``codebook.kept_units``)."""
     frames = load_frames(media_path)
     extract = _Features(codebook.settings, frames)
     if extract.dim != codebook.dim:
@@ -158,11 +159,12 @@ def encode(codebook: Codebook, media_path: str | os.PathLike) -> list[np.ndarray
     ids = np.empty(len(frames.data), dtype=np.int32)
     for s in progress(range(0, len(ids), CHUNK_FRAMES), "lip tokens"):
         ids[s : s + CHUNK_FRAMES] = codebook.encode(extract(frames.read_rows(s, min(s + CHUNK_FRAMES, len(ids)))))
-    out = []
+    out, kept = [], []
     for i in range(len(frames)):
         item = ids[frames.offsets[i] : frames.offsets[i + 1]]
-        out.append(collapse_repeats(item) if collapse else item.copy())
-    return out
+        kept.append(kept_units(item, collapse))
+        out.append(item[kept[-1]])
+    return (out, kept) if return_frames else out
 
 
 def describe(codebook: Codebook) -> dict:

@@ -35,7 +35,7 @@ from dmlm.tokens.codebook import (
     stack_frames,
     Codebook,
     _threads,
-    collapse_repeats,
+    kept_units,
     positive_int,
     progress,
     require,
@@ -246,15 +246,16 @@ def fit(settings: dict, media_path: str | os.PathLike) -> Codebook:
     return Codebook.fit(np.concatenate(rows), settings, "audio")
 
 
-def encode(codebook: Codebook, media_path: str | os.PathLike) -> list[np.ndarray]:
-    """int32 unit ids per utterance of the ragged waveform array at ``media_path``."""
+def encode(codebook: Codebook, media_path: str | os.PathLike, return_frames: bool = False):
+    """int32 unit ids per utterance of the ragged waveform array at ``media_path``; with
+    ``return_frames`` also each kept unit's frame index (``codebook.kept_units``)."""
     from dmlm.tokens.audio import load_waves
 
     weights = check_settings(codebook.settings)
     waves = load_waves(media_path)
     encoder = WhisperEncoder(weights, frame_stack=int(codebook.settings.get("frame_stack", 1)))
     collapse = bool(codebook.settings.get("collapse_repeats", False))
-    out = []
+    out, frames = [], []
     # encode in slices so that memory holds one slice's features, not the split's
     step = 64 * encoder.batch
     for start in range(0, len(waves), step):
@@ -264,8 +265,9 @@ def encode(codebook: Codebook, media_path: str | os.PathLike) -> list[np.ndarray
             if f.shape[1] != codebook.dim:
                 raise DmlmError(f"audio codebook has {codebook.dim}-dim centroids, whisper features have {f.shape[1]}")
             ids = codebook.encode(f)
-            out.append(collapse_repeats(ids) if collapse else ids)
-    return out
+            frames.append(kept_units(ids, collapse))
+            out.append(ids[frames[-1]])
+    return (out, frames) if return_frames else out
 
 
 def describe(codebook: Codebook) -> dict:
