@@ -79,14 +79,15 @@ def run_text_tokenizer(run):
 
 
 def run_streams(run, split, cond):
-    """Token arrays a run reads for one split: its modalities, then the transcript."""
-    modalities = grid.modality_names(grid.parse_run_name(run)["modalities"])
+    """Token arrays a run reads for one split: its modalities (and the token times of those it
+    interleaves, `<modality>.times`), then the transcript."""
     textenc = grid.run_text_encoder(config, run)
     encoders = {"ocr": textenc, "transcript": textenc, **grid.run_encoders(run)}
-    return {
-        name: token_prefix(name, split, cond, encoders.get(name))
-        for name in [*modalities, "transcript"]
-    }
+    streams = {}
+    for name in [*grid.run_input_streams(run), "transcript"]:
+        modality, _, times = name.partition(".")
+        streams[name] = token_prefix(modality, split, cond, encoders.get(modality)) + (f".{times}" if times else "")
+    return streams
 
 
 def run_codebooks(run):

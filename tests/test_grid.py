@@ -18,9 +18,15 @@ def test_run_names_round_trip():
     name = grid.run_name("A+L", "mfcc+pixels", "mix", "opt-small", "paper", 2)
     assert name == "A+L.mfcc+pixels.mix.opt-small.paper.s2"
     assert grid.parse_run_name(name) == dict(
-        modalities="A+L", encoders="mfcc+pixels", train_noise="mix", backbone="opt-small",
+        modalities="A+L", encoders="mfcc+pixels", layout="blocked", train_noise="mix", backbone="opt-small",
         loss_weights="paper", seed=2,
     )
+    assert grid.run_name(**grid.parse_run_name(name)) == name
+    interleaved = grid.run_name("L+A", "pixels+mfcc", "mix", "opt-small", "paper", 2, layout="interleaved")
+    assert interleaved == "L+A.pixels+mfcc.interleaved.mix.opt-small.paper.s2"
+    assert grid.parse_run_name(interleaved)["layout"] == "interleaved"
+    assert grid.run_name(**grid.parse_run_name(interleaved)) == interleaved
+    assert grid.run_encoders(interleaved) == {"lips": "pixels", "audio": "mfcc"}
     assert grid.run_encoders(name) == {"audio": "mfcc", "lips": "pixels"}
     assert grid.run_encoders("A+O.mfcc.mix.b.w.s0") == {"audio": "mfcc"}  # OCR is text: no codebook
 
@@ -89,3 +95,70 @@ def test_training_noise_without_noise_is_clean_audio():
     c["noise"]["train_noise"]["none"] = {"fraction_noisy": 0.0, "snrs": []}
     assert grid.train_cond(c, "none") == "clean"
     assert grid.train_cond(c, "mix") == "mix-mix"
+
+
+def test_orders():
+    assert grid.ordered("L+A+O", "audio_first") == "A+L+O"
+    assert grid.ordered("A+L+O", "audio_last") == "L+O+A"
+    assert grid.ordered("L+A+O", "written") == "L+A+O"
+    assert grid.ordered("A+L+I+O", "OILA") == "O+I+L+A"
+    assert grid.ordered("A+I", "LIAO") == "I+A"
+    assert grid.ordered("O", "audio_last") == "O"
+
+
+def test_order_and_layout_are_study_axes_shared_where_they_change_nothing():
+    c = config()
+    c["studies"]["modalities"]["modalities"] = ["A", "A+L", "A+L+I"]
+    c["studies"]["modalities"]["order"] = ["audio_first", "audio_last"]
+    c["studies"]["modalities"]["layout"] = ["blocked", "interleaved"]
+    runs = grid.runs_table(c)
+    assert sorted(runs["run"]) == sorted([
+        "A.mfcc.mix.opt-small.paper.s0",  # one audio-only run: order and layout change nothing
+        "A+L.mfcc+pixels.mix.opt-small.paper.s0",
+        "A+L.mfcc+pixels.interleaved.mix.opt-small.paper.s0",
+        "L+A.pixels+mfcc.mix.opt-small.paper.s0",
+        "L+A.pixels+mfcc.interleaved.mix.opt-small.paper.s0",
+        "A+L+I.mfcc+pixels+patches.mix.opt-small.paper.s0",
+        "A+L+I.mfcc+pixels+patches.interleaved.mix.opt-small.paper.s0",
+        "L+I+A.pixels+patches+mfcc.mix.opt-small.paper.s0",
+        "L+I+A.pixels+patches+mfcc.interleaved.mix.opt-small.paper.s0",
+    ])
+    assert runs.set_index("run").loc["L+A.pixels+mfcc.interleaved.mix.opt-small.paper.s0", "layout"] == "interleaved"
+    evals = grid.evals_table(c)
+    # the evaluation rows keep the study's own axis values (3 sets x 2 orders x 2 layouts x 4 SNRs)
+    assert len(evals) == 3 * 2 * 2 * 4
+    row = evals[(evals["modalities"] == "A+L") & (evals["order"] == "audio_last") & (evals["layout"] == "interleaved")]
+    assert set(row["run"]) == {"L+A.pixels+mfcc.interleaved.mix.opt-small.paper.s0"}
+    assert set(row["encoders"]) == {"mfcc+pixels"}  # the column is in the set's written order
+    audio = evals[(evals["modalities"] == "A") & (evals["layout"] == "interleaved")]
+    assert set(audio["run"]) == {"A.mfcc.mix.opt-small.paper.s0"}
+
+    settings = grid.run_settings(c, "L+I+A.pixels+patches+mfcc.interleaved.mix.opt-small.paper.s0")
+    assert settings["modalities"] == ["lips", "image", "audio"]
+    assert settings["encoders"] == {"lips": "pixels", "image": "patches", "audio": "mfcc"}
+    assert settings["sequence"] == {"layout": "interleaved", "over_length": "error"}
+    # the streams it reads: its modalities in order, then the times of the interleaved ones
+    assert grid.run_input_streams("L+I+A.pixels+patches+mfcc.interleaved.mix.opt-small.paper.s0") == [
+        "lips", "image", "audio", "lips.times", "audio.times",
+    ]
+    assert grid.run_input_streams("L+I+A.pixels+patches+mfcc.mix.opt-small.paper.s0") == ["lips", "image", "audio"]
+
+
+def test_default_axes_keep_the_default_runs():
+    c = config()
+    plain = grid.runs_table(c)
+    c["studies"]["modalities"]["order"] = ["audio_first"]
+    c["studies"]["modalities"]["layout"] = ["blocked"]
+    assert grid.runs_table(c).equals(plain)
+    assert grid.run_settings(c, "A+L.mfcc+pixels.mix.opt-small.paper.s0")["sequence"] == {
+        "layout": "blocked", "over_length": "error",
+    }
+
+
+def test_loss_weight_variant_and_over_length_reach_the_run_settings():
+    c = config()
+    c["loss_weights"]["counts"] = {"variant": "balanced", "audio": 1, "lips": 1, "image": 1, "ocr": 1, "transcript": 1}
+    c["sequence"] = {"over_length": "drop"}
+    settings = grid.run_settings(c, "A+O.mfcc.mix.opt-small.counts.s0")
+    assert settings["loss_weights"] == {"variant": "balanced", "audio": 1, "ocr": 1, "transcript": 1}
+    assert settings["sequence"] == {"layout": "blocked", "over_length": "drop"}

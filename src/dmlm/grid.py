@@ -1,11 +1,20 @@
 """The experiment grid: which training runs and which evaluations a config asks for.
 
 A *run* is one trained model, named by its axis values so that ``results/runs/`` reads like the
-grid: ``{modalities}.{encoders}.{train_noise}.{backbone}.{loss_weights}.s{seed}``, e.g.
+grid: ``{modalities}.{encoders}[.{layout}].{train_noise}.{backbone}.{loss_weights}.s{seed}``, e.g.
 ``A+I.mfcc+patches.mix.opt-small.paper.s0`` (``encoders``: the named tokenizer of each
-discrete modality of the set, in the set's order; OCR is text and has none). Every axis value is a name defined in the config (the values
-behind the names are passed to the rules as params, so editing them reruns the runs that use
-them). A run shared by two studies appears once. An *evaluation* is a run at one test condition.
+discrete modality of the set, in the set's order; OCR is text and has none). Every axis value is a
+name defined in the config (the values behind the names are passed to the rules as params, so
+editing them reruns the runs that use them). A run shared by two studies appears once. An
+*evaluation* is a run at one test condition.
+
+Sequence axes (``dmlm.model.sequence``): a study's ``order`` (default ``audio_first``) decides the
+order of the modality blocks; the run name writes its modality set (and encoders) *in that order*,
+so ``L+A.pixels+mfcc...`` reads lips first. ``layout`` (default ``blocked``) appears in the name
+only when it is ``interleaved`` and the run has two synchronized modalities (audio and lips); for
+any other run it changes nothing, so the run is the blocked one. Axis values that give the same
+sequence give the same run, trained once; the evaluation table keeps the study's own values in
+its ``modalities``, ``order`` and ``layout`` columns.
 """
 
 from __future__ import annotations
@@ -14,9 +23,17 @@ import itertools
 
 import pandas as pd
 
+from dmlm.errors import DmlmError
+from dmlm.model.sequence import SYNCHRONIZED, input_streams
+
 MODALITY_OF_LETTER = {"A": "audio", "L": "lips", "I": "image", "O": "ocr"}
 DISCRETE = ("audio", "lips", "image")  # modalities with a codebook (OCR is text)
-RUN_AXES = ("modalities", "encoders", "train_noise", "backbone", "loss_weights", "seed")
+RUN_AXES = ("modalities", "encoders", "layout", "train_noise", "backbone", "loss_weights", "seed")
+LETTER_OF_MODALITY = {m: letter for letter, m in MODALITY_OF_LETTER.items()}
+#: named block orders (a study's ``order`` may also be a permutation of the four letters, e.g. LAIO)
+ORDERS = ("audio_first", "audio_last", "written")
+DEFAULT_ORDER = "audio_first"
+DEFAULT_LAYOUT = "blocked"
 AUDIO_ONLY = "A"
 LOCAL_TEXT = "local"  # name of the locally trained text tokenizer (a pretrained backbone brings its own)
 
@@ -24,6 +41,31 @@ LOCAL_TEXT = "local"  # name of the locally trained text tokenizer (a pretrained
 def modality_names(modset: str) -> list[str]:
     """'A+O' -> ['audio', 'ocr'] (input order as written)."""
     return [MODALITY_OF_LETTER[letter] for letter in modset.split("+")]
+
+
+def ordered(modset: str, order: str) -> str:
+    """The modality set in sequence order: ``audio_first`` (audio, then the others as written),
+    ``audio_last`` (the others as written, then audio), ``written`` (as written), or a permutation
+    of the letters ALIO (each modality by its place in it). ``ordered('L+A+O', 'audio_first')`` is
+    ``'A+L+O'``."""
+    letters = modset.split("+")
+    rest = [x for x in letters if x != "A"]
+    audio = ["A"] if "A" in letters else []
+    if order == "audio_first":
+        letters = audio + rest
+    elif order == "audio_last":
+        letters = rest + audio
+    elif order != "written":
+        if sorted(order) != sorted(MODALITY_OF_LETTER):
+            raise DmlmError(f"order {order!r}: expected one of {', '.join(ORDERS)} or a permutation of ALIO")
+        letters = sorted(letters, key=order.index)
+    return "+".join(letters)
+
+
+def run_layout(modset: str, layout: str) -> str:
+    """The layout a run of ``modset`` really has: interleaving needs two synchronized modalities."""
+    synchronized = [m for m in modality_names(modset) if m in SYNCHRONIZED]
+    return layout if len(synchronized) >= 2 else DEFAULT_LAYOUT
 
 
 def cond_of_snr(snr, placement: str | None = None) -> str:
@@ -55,20 +97,41 @@ def train_cond(config: dict, recipe: str) -> str:
     return "clean" if spec["fraction_noisy"] == 0 or not spec["snrs"] else f"mix-{recipe}"
 
 
-def run_name(modalities: str, encoders: str, train_noise: str, backbone: str, loss_weights: str, seed: int) -> str:
-    return f"{modalities}.{encoders}.{train_noise}.{backbone}.{loss_weights}.s{int(seed)}"
+def run_name(
+    modalities: str, encoders: str, train_noise: str, backbone: str, loss_weights: str, seed: int,
+    layout: str = DEFAULT_LAYOUT,
+) -> str:
+    """``modalities`` in sequence order; ``layout`` is written only when it is not the default."""
+    arrangement = "" if layout == DEFAULT_LAYOUT else f".{layout}"
+    return f"{modalities}.{encoders}{arrangement}.{train_noise}.{backbone}.{loss_weights}.s{int(seed)}"
 
 
 def parse_run_name(run: str) -> dict:
-    modalities, encoders, train_noise, backbone, loss_weights, seed = run.split(".")
+    parts = run.split(".")
+    if len(parts) == 6:
+        parts.insert(2, DEFAULT_LAYOUT)
+    modalities, encoders, layout, train_noise, backbone, loss_weights, seed = parts
     return dict(
         modalities=modalities,
         encoders=encoders,
+        layout=layout,
         train_noise=train_noise,
         backbone=backbone,
         loss_weights=loss_weights,
         seed=int(seed.removeprefix("s")),
     )
+
+
+def run_input_streams(run: str) -> list[str]:
+    """The streams a run's sequences read besides the transcript: its modalities in order, then
+    the token times of the modalities it interleaves (``<m>.times``)."""
+    from dmlm.model.vocab import VocabLayout
+
+    axes = parse_run_name(run)
+    modalities = modality_names(axes["modalities"])
+    # only the arrangement matters here: any codebook and text sizes do
+    layout = VocabLayout(modalities, {m: 1 for m in DISCRETE}, 1, arrangement=axes["layout"])
+    return input_streams(layout)
 
 
 def encoder_choices(config: dict, study: dict, modset: str) -> list[dict[str, str]]:
@@ -108,8 +171,10 @@ def evals_table(config: dict) -> pd.DataFrame:
     rows = []
     for study, spec in config["studies"].items():
         choices = [(m, e) for m in spec["modalities"] for e in encoder_choices(config, spec, m)]
-        for (modset, encoders), noise, backbone, weights, seed, snr in itertools.product(
+        for (modset, encoders), order, layout, noise, backbone, weights, seed, snr in itertools.product(
             choices,
+            spec.get("order", [DEFAULT_ORDER]),
+            spec.get("layout", [DEFAULT_LAYOUT]),
             spec["train_noise"],
             spec["backbone"],
             spec["loss_weights"],
@@ -117,14 +182,19 @@ def evals_table(config: dict) -> pd.DataFrame:
             spec["test_snrs"],
         ):
             joined = "+".join(encoders.values()) or "-"
+            # the run name lists the modalities (and their encoders) in sequence order
+            in_order = ordered(modset, order)
+            run_joined = "+".join(encoders[m] for m in modality_names(in_order) if m in encoders) or "-"
             # a run is tested with noise placed as in its training recipe
             placement = recipe_placement(config, noise)
             marked = placement if placement != config["noise"]["placement"] else None
             rows.append(
                 dict(
                     study=study,
-                    run=run_name(modset, joined, noise, backbone, weights, seed),
+                    run=run_name(in_order, run_joined, noise, backbone, weights, seed, run_layout(modset, layout)),
                     modalities=modset,
+                    order=order,
+                    layout=layout,
                     encoders=joined,
                     **{f"{m}_encoder": encoders.get(m, "") for m in DISCRETE},
                     train_noise=noise,
@@ -142,7 +212,9 @@ def evals_table(config: dict) -> pd.DataFrame:
 def runs_table(config: dict) -> pd.DataFrame:
     """One row per distinct training run over all studies."""
     evals = evals_table(config)
-    return evals.drop_duplicates("run")[["run", *RUN_AXES]].reset_index(drop=True)
+    runs = evals.drop_duplicates("run")["run"].reset_index(drop=True)
+    # the axes as the run sees them (the modality set in sequence order, its real layout)
+    return pd.DataFrame([{"run": run, **parse_run_name(run)} for run in runs], columns=["run", *RUN_AXES])
 
 
 def run_settings(config: dict, run: str) -> dict:
@@ -160,7 +232,11 @@ def run_settings(config: dict, run: str) -> dict:
         loss_weights={
             k: v
             for k, v in config["loss_weights"][axes["loss_weights"]].items()
-            if k in (*modalities, "transcript")
+            if k in (*modalities, "transcript", "variant")
+        },
+        sequence={
+            "layout": axes["layout"],
+            "over_length": config.get("sequence", {}).get("over_length", "error"),
         },
         training=config["training"],
         seed=axes["seed"],

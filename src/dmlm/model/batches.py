@@ -1,7 +1,8 @@
 """Training data: assembled sequences of a split, length-bucketed batch order, padded batches.
 
-``load_streams`` reads a split's ragged token streams, ``assemble_split`` turns them into LM
-sequences (``sequence.assemble``), ``BatchOrder`` gives the batch of every training step as a pure
+``load_streams`` reads a split's ragged token streams (and the token times an interleaved layout
+needs), ``assemble_split`` turns them into LM sequences (``sequence.assemble``), ``fit_to_length``
+applies the over-length policy, ``BatchOrder`` gives the batch of every training step as a pure
 function of (seed, step), and ``collate`` pads a batch on the right with the layout's ``<pad>``.
 """
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dmlm.errors import DmlmError
-from dmlm.model.sequence import assemble
+from dmlm.model.sequence import assemble, check_lengths, input_streams
 from dmlm.model.vocab import VocabLayout
 from dmlm.storage import Ragged
 
@@ -32,9 +33,16 @@ class Sequences:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def subset(self, keep: np.ndarray) -> "Sequences":
+        """The sequences where the bool mask ``keep`` is true."""
+        idx = np.flatnonzero(keep)
+        return Sequences(
+            [self.ids[i] for i in idx], [self.weights[i] for i in idx], self.text_start[idx], self.lengths[idx], self.pad
+        )
+
 
 def load_streams(split: str, prefixes: dict[str, str], layout: VocabLayout) -> dict[str, Ragged]:
-    needed = [*layout.modalities, "transcript"]
+    needed = [*input_streams(layout), "transcript"]
     for name in prefixes:
         if name not in needed:
             raise DmlmError(f"stream {split}:{name} given, but the run uses only {', '.join(needed)}")
@@ -54,16 +62,25 @@ def load_streams(split: str, prefixes: dict[str, str], layout: VocabLayout) -> d
     return out
 
 
-def assemble_split(streams: dict[str, Ragged], layout: VocabLayout, loss_weights: dict) -> Sequences:
+def assemble_split(
+    streams: dict[str, Ragged], layout: VocabLayout, loss_weights: dict, variant: str = "weighted"
+) -> Sequences:
+    """Every utterance's sequence and position weights (``variant``: ``sequence.LOSS_VARIANTS``)."""
     n = len(streams["transcript"])
     ids, weights, text_start = [], [], []
     for i in range(n):
-        x, w = assemble({name: r[i] for name, r in streams.items()}, layout, loss_weights)
+        x, w = assemble({name: r[i] for name, r in streams.items()}, layout, loss_weights, variant)
         ids.append(x)
         weights.append(w)
         text_start.append(int(np.flatnonzero(x == layout.text_tag)[0]) + 1)
     lengths = np.array([len(x) for x in ids], dtype=np.int64)
     return Sequences(ids, weights, np.array(text_start, dtype=np.int64), lengths, layout.pad)
+
+
+def fit_to_length(seqs: Sequences, max_positions: int, backbone_name: str, split: str, policy: str) -> Sequences:
+    """The sequences the over-length ``policy`` keeps (``sequence.check_lengths``)."""
+    keep = check_lengths(seqs.lengths, max_positions, backbone_name, f"the {split} split", policy)
+    return seqs if keep.all() else seqs.subset(keep)
 
 
 def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:

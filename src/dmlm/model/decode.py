@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from dmlm.errors import DmlmError
-from dmlm.model.sequence import prompt
+from dmlm.model.sequence import input_streams, prompt
 from dmlm.model.vocab import VocabLayout
 
 
@@ -46,16 +46,17 @@ def greedy_decode(
     import torch
     from tqdm import tqdm
 
-    for m in layout.modalities:
+    names = input_streams(layout)  # the modalities, and token times for an interleaved layout
+    for m in names:
         if m not in streams:
-            raise DmlmError(f"no {m!r} stream given for decoding (the model uses {', '.join(layout.modalities)})")
-    counts = {len(streams[m]) for m in layout.modalities}
+            raise DmlmError(f"no {m!r} stream given for decoding (the model uses {', '.join(names)})")
+    counts = {len(streams[m]) for m in names}
     if len(counts) != 1:
         raise DmlmError(f"decoding streams disagree on the number of utterances: {counts}")
     n = counts.pop()
     if batch_size <= 0 or max_new_tokens <= 0:
         raise DmlmError(f"batch_size and max_new_tokens must be positive, got {batch_size}, {max_new_tokens}")
-    prompts = [prompt({m: streams[m][i] for m in layout.modalities}, layout) for i in range(n)]
+    prompts = [prompt({m: streams[m][i] for m in names}, layout) for i in range(n)]
     lengths = np.array([len(p) for p in prompts], dtype=np.int64)
     limit = int(model.config.max_position_embeddings)
     if n and lengths.max() >= limit:

@@ -41,10 +41,11 @@ from dmlm.model.batches import (
     Sequences,
     assemble_split,
     collate,
+    fit_to_length,
     load_streams,
     val_batches,
 )
-from dmlm.model.sequence import check_lengths, sequence_length
+from dmlm.model.sequence import SequenceSettings, arranged, check_lengths, loss_variant, sequence_length
 from dmlm.model.vocab import VocabLayout
 from dmlm.storage import Ragged, atomic_path, write_table
 
@@ -237,7 +238,9 @@ def train_run(
 
     ``settings``: ``modalities`` (list, sequence order), ``vocab`` (codebook size per discrete
     modality), ``backbone`` (one ``backbones`` entry), ``backbone_name``, ``loss_weights`` (one
-    set), optional ``loss_weights_name`` (its name, for messages), ``training`` and ``seed``.
+    set, optionally with its ``variant``), optional ``loss_weights_name`` (its name, for messages),
+    optional ``sequence`` (``layout``, ``over_length``; ``sequence.SequenceSettings``), ``training``
+    and ``seed``.
     ``streams``: ``{"train": {name: prefix}, "val": {...}}`` with a ragged int32 prefix per modality
     and ``"transcript"``. ``tokenizer_json``: the run's text tokenizer (the backbone's own for a
     pretrained backbone, whose native vocabulary layout the run then uses; see
@@ -259,34 +262,38 @@ def train_run(
         _require(settings, "loss_weights"), modalities, str(settings.get("loss_weights_name", "<set>"))
     )
     cfg = TrainConfig.from_settings(dict(_require(settings, "training")), int(_require(settings, "seed")))
+    # sequence assembly: layout, over-length policy, loss-weight variant (dmlm.model.sequence)
+    seq_cfg = SequenceSettings.from_settings(settings.get("sequence"))
+    variant = loss_variant(settings["loss_weights"], str(settings.get("loss_weights_name", "<set>")))
     for split in ("train", "val"):
         if split not in streams:
             raise DmlmError(f"no {split} streams given")
     layout = backbones.vocab_layout(
         backbone_settings, modalities, dict(settings.get("vocab", {})), tokenizer_json, backbone_name
     )
+    layout = arranged(layout, seq_cfg.layout)
     ragged = {split: load_streams(split, streams[split], layout) for split in ("train", "val")}
     if not backbone_settings.get("pretrained"):
         limit = backbones.max_positions(backbone_settings, name=backbone_name)
         for split, rs in ragged.items():
             lengths = sequence_length({k: r.lengths() for k, r in rs.items()}, layout)
-            check_lengths(lengths, limit, backbone_name, f"the {split} split")
+            check_lengths(lengths, limit, backbone_name, f"the {split} split", seq_cfg.over_length)
 
     out = Path(out_dir)
     state_path = out / "state" / "last.pt"
     log_path = out / "train_log.tsv"
     fingerprint = _fingerprint(settings, ragged, layout)
 
-    train = assemble_split(ragged["train"], layout, loss_weights)
-    val = assemble_split(ragged["val"], layout, loss_weights)
+    train = assemble_split(ragged["train"], layout, loss_weights, variant)
+    val = assemble_split(ragged["val"], layout, loss_weights, variant)
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     random.seed(cfg.seed)
     model = backbones.build_backbone(backbone_settings, layout.vocab_size, backbone_name, layout)
     limit = backbones.max_positions(backbone_settings, model, backbone_name)
-    for split, seqs in (("train", train), ("val", val)):
-        check_lengths(seqs.lengths, limit, backbone_name, f"the {split} split")
+    train = fit_to_length(train, limit, backbone_name, "train", seq_cfg.over_length)
+    val = fit_to_length(val, limit, backbone_name, "val", seq_cfg.over_length)
     model.train()
     optimizer = make_optimizer(model, cfg)
     order = BatchOrder(train.lengths, cfg.batch_size, cfg.seed)

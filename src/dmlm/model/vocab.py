@@ -35,6 +35,9 @@ DISCRETE = ("audio", "lips", "image")
 TEXTUAL = ("ocr",)
 SPECIAL_TOKENS = ["<pad>", "<bos>", "</s>", "<text>"] + [t for m in MODALITIES for t in (f"<{m}>", f"</{m}>")]
 TEXT_OFFSET = len(SPECIAL_TOKENS)
+#: how the modality blocks are laid out in a sequence (the study axis ``layout``; see
+#: ``dmlm.model.sequence``): each modality its own block, or synchronized streams interleaved by time
+ARRANGEMENTS = ("blocked", "interleaved")
 
 
 def text_vocab_size(tokenizer_json: str) -> int:
@@ -58,12 +61,15 @@ class VocabLayout:
     ``native``: None for the local layout; for the native layout ``{"embeddings": n, "pad": id,
     "bos": id, "eos": id}``: the pretrained model's embedding rows and its own special ids (each
     may be None: that token is then appended).
+    ``arrangement``: ``blocked`` or ``interleaved`` (``ARRANGEMENTS``): how ``dmlm.model.sequence``
+    lays the modalities out; kept here so that a checkpoint's layout rebuilds its prompts exactly.
     """
 
     modalities: list[str]
     codebooks: dict[str, int]
     text_size: int
     native: dict | None = None
+    arrangement: str = "blocked"
     offsets: dict[str, int] = field(init=False)
     specials: dict[str, int] = field(init=False)
 
@@ -78,6 +84,8 @@ class VocabLayout:
                 raise DmlmError(f"vocab.{m}: no codebook size given for modality {m!r}")
         if len(set(self.modalities)) != len(self.modalities):
             raise DmlmError(f"modalities: repeated modality in {self.modalities}")
+        if self.arrangement not in ARRANGEMENTS:
+            raise DmlmError(f"layout: unknown sequence layout {self.arrangement!r} (known: {', '.join(ARRANGEMENTS)})")
         if self.text_size <= 0:
             raise DmlmError(f"text tokenizer has no tokens (size {self.text_size})")
         for m, n in self.codebooks.items():
@@ -200,8 +208,10 @@ class VocabLayout:
         d = {"modalities": list(self.modalities), "codebooks": dict(self.codebooks), "text_size": self.text_size}
         if self.native is not None:
             d["native"] = dict(self.native)
+        if self.arrangement != "blocked":  # older checkpoints have no key: blocked
+            d["arrangement"] = self.arrangement
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "VocabLayout":
-        return cls(d["modalities"], d["codebooks"], d["text_size"], d.get("native"))
+        return cls(d["modalities"], d["codebooks"], d["text_size"], d.get("native"), d.get("arrangement", "blocked"))
