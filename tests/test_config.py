@@ -48,10 +48,17 @@ def test_default_preset_meets_the_issue_floor(default_config):
         (lambda c: c["backbones"]["opt-small"].__setitem__("pretrained", "/nonexistent/opt"), "backbones.opt-small.pretrained"),
         (lambda c: c["studies"]["modalities"].__setitem__("encoders", {"audio": ["hubert"]}), "studies.modalities.encoders.audio"),
         (lambda c: c["tokens"]["audio"].__setitem__("mfcc", {"encoder": "whisper_kmeans", "n_units": 64, "fit_utterances": 10, "frame_stack": 1, "collapse_repeats": True, "weights": "/nonexistent/whisper"}), "tokens.audio.mfcc"),
+        (lambda c: c["studies"]["modalities"].__setitem__("order", ["sideways"]), "studies.modalities.order[0]"),
+        (lambda c: c["studies"]["modalities"].__setitem__("order", ["ALIA"]), "studies.modalities.order[0]"),
+        (lambda c: c["studies"]["modalities"].__setitem__("layout", ["blocked", "zigzag"]), "studies.modalities.layout[1]"),
+        (lambda c: c["loss_weights"]["paper"].__setitem__("variant", "fair"), "loss_weights.paper.variant"),
+        (lambda c: c["loss_weights"]["paper"].__setitem__("transcript", -1), "loss_weights.paper.transcript"),
+        (lambda c: c.__setitem__("sequence", {"over_length": "truncate"}), "sequence.over_length"),
     ],
     ids=["unknown-modality", "snr-as-word", "snr-as-string", "negative-seeds", "weight-not-number",
          "negative-weight", "unknown-backbone", "repeated-modality", "unknown-ocr-engine", "missing-pretrained",
-         "unknown-encoder-name", "missing-encoder-weights"],
+         "unknown-encoder-name", "missing-encoder-weights", "unknown-order", "order-not-a-permutation",
+         "unknown-layout", "unknown-loss-variant", "negative-transcript-weight", "unknown-over-length-policy"],
 )
 def test_bad_values_name_the_key(default_config, mutate, key):
     config = copy.deepcopy(default_config)
