@@ -125,13 +125,15 @@ def test_order_and_layout_are_study_axes_shared_where_they_change_nothing():
     ])
     assert runs.set_index("run").loc["L+A.pixels+mfcc.interleaved.mix.opt-small.paper.s0", "layout"] == "interleaved"
     evals = grid.evals_table(c)
-    # the evaluation rows keep the study's own axis values (3 sets x 2 orders x 2 layouts x 4 SNRs)
-    assert len(evals) == 3 * 2 * 2 * 4
+    # one row per (study, run, SNR), with the study's own axis values: 9 runs x 4 SNRs
+    assert len(evals) == 9 * 4
     row = evals[(evals["modalities"] == "A+L") & (evals["order"] == "audio_last") & (evals["layout"] == "interleaved")]
     assert set(row["run"]) == {"L+A.pixels+mfcc.interleaved.mix.opt-small.paper.s0"}
     assert set(row["encoders"]) == {"mfcc+pixels"}  # the column is in the set's written order
-    audio = evals[(evals["modalities"] == "A") & (evals["layout"] == "interleaved")]
-    assert set(audio["run"]) == {"A.mfcc.mix.opt-small.paper.s0"}
+    # the audio-only run is one run, listed with the first axis values
+    audio = evals[evals["modalities"] == "A"]
+    assert len(audio) == 4 and set(audio["run"]) == {"A.mfcc.mix.opt-small.paper.s0"}
+    assert set(audio["order"]) == {"audio_first"} and set(audio["layout"]) == {"blocked"}
 
     settings = grid.run_settings(c, "L+I+A.pixels+patches+mfcc.interleaved.mix.opt-small.paper.s0")
     assert settings["modalities"] == ["lips", "image", "audio"]

@@ -167,7 +167,9 @@ def run_encoders(run: str) -> dict[str, str]:
 
 
 def evals_table(config: dict) -> pd.DataFrame:
-    """One row per (study, run, test condition), with the run's axis values as columns."""
+    """One row per (study, run, test condition), with the run's axis values as columns. Where
+    several axis values give one run (e.g. any order of an audio-only run), the row holds the
+    first values in the study's lists (e.g. ``audio_first``, ``blocked``)."""
     rows = []
     for study, spec in config["studies"].items():
         choices = [(m, e) for m in spec["modalities"] for e in encoder_choices(config, spec, m)]
@@ -206,7 +208,7 @@ def evals_table(config: dict) -> pd.DataFrame:
                     cond=cond_of_snr(snr, marked),
                 )
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).drop_duplicates(["study", "run", "cond"]).reset_index(drop=True)
 
 
 def runs_table(config: dict) -> pd.DataFrame:
