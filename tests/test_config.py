@@ -54,11 +54,13 @@ def test_default_preset_meets_the_issue_floor(default_config):
         (lambda c: c["loss_weights"]["paper"].__setitem__("variant", "fair"), "loss_weights.paper.variant"),
         (lambda c: c["loss_weights"]["paper"].__setitem__("transcript", -1), "loss_weights.paper.transcript"),
         (lambda c: c.__setitem__("sequence", {"over_length": "truncate"}), "sequence.over_length"),
+        (lambda c: c["studies"]["modalities"].update(modalities=["A", "A+O"], layout=["interleaved"]), "studies.modalities.layout"),
     ],
     ids=["unknown-modality", "snr-as-word", "snr-as-string", "negative-seeds", "weight-not-number",
          "negative-weight", "unknown-backbone", "repeated-modality", "unknown-ocr-engine", "missing-pretrained",
          "unknown-encoder-name", "missing-encoder-weights", "unknown-order", "order-not-a-permutation",
-         "unknown-layout", "unknown-loss-variant", "negative-transcript-weight", "unknown-over-length-policy"],
+         "unknown-layout", "unknown-loss-variant", "negative-transcript-weight", "unknown-over-length-policy",
+         "interleaved-without-audio-and-lips"],
 )
 def test_bad_values_name_the_key(default_config, mutate, key):
     config = copy.deepcopy(default_config)

@@ -71,6 +71,13 @@ def check_references(config: dict) -> None:
             letters = modset.split("+")
             if len(set(letters)) != len(letters):
                 problems.append(f"config key studies.{study}.modalities: '{modset}' repeats a modality")
+        if "interleaved" in spec.get("layout", []) and not any(
+            {"A", "L"} <= set(m.split("+")) for m in spec["modalities"]
+        ):
+            problems.append(
+                f"config key studies.{study}.layout: 'interleaved' merges audio and lips, but no modality "
+                f"set of the study has both (A+L); every run would be the blocked one"
+            )
     for name, backbone in config["backbones"].items():
         if backbone["hidden"] % backbone["heads"]:
             problems.append(
