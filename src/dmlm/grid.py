@@ -25,11 +25,11 @@ import pandas as pd
 
 from dmlm.errors import DmlmError
 from dmlm.model.sequence import SYNCHRONIZED, input_streams
+from dmlm.model.vocab import VocabLayout
 
 MODALITY_OF_LETTER = {"A": "audio", "L": "lips", "I": "image", "O": "ocr"}
 DISCRETE = ("audio", "lips", "image")  # modalities with a codebook (OCR is text)
 RUN_AXES = ("modalities", "encoders", "layout", "train_noise", "backbone", "loss_weights", "seed")
-LETTER_OF_MODALITY = {m: letter for letter, m in MODALITY_OF_LETTER.items()}
 #: named block orders (a study's ``order`` may also be a permutation of the four letters, e.g. LAIO)
 ORDERS = ("audio_first", "audio_last", "written")
 DEFAULT_ORDER = "audio_first"
@@ -125,11 +125,9 @@ def parse_run_name(run: str) -> dict:
 def run_input_streams(run: str) -> list[str]:
     """The streams a run's sequences read besides the transcript: its modalities in order, then
     the token times of the modalities it interleaves (``<m>.times``)."""
-    from dmlm.model.vocab import VocabLayout
-
     axes = parse_run_name(run)
     modalities = modality_names(axes["modalities"])
-    # only the arrangement matters here: any codebook and text sizes do
+    # only the order and arrangement matter here; the sizes are placeholders
     layout = VocabLayout(modalities, {m: 1 for m in DISCRETE}, 1, arrangement=axes["layout"])
     return input_streams(layout)
 
