@@ -275,3 +275,41 @@ def test_rb_pairs_on_an_axis_the_audio_only_runs_vary(tmp_path):
     from dmlm.report.analyses import order_sentence
 
     assert "by input order: audio-first: 50.0% at 0 dB" in order_sentence(rb.reset_index(), axes)
+
+
+def test_tables_key_rows_by_every_axis_the_study_varies():
+    """Two training-noise recipes: the rows are 'A / mix', 'A / clean', ... not a silent mean."""
+    from dmlm.report.tables import pivot
+
+    rows = []
+    for noise, wer in (("mix", 0.2), ("clean", 0.4)):
+        for ev in evals():
+            rows.append({**ev, "train_noise": noise, "wer": wer + (0.1 if ev["snr"] == -10 else 0)})
+    axes = [a for a in evals()[0] if a not in ("run", "cond")]
+    table = pivot(pd.DataFrame(rows), "wer", axes)
+    assert set(table.index) == {f"{m} / {n}" for m in ("A", "A+O", "A+L") for n in ("mix", "clean")}
+    assert table.loc["A / clean", "clean"] == pytest.approx(0.4) and table.loc["A / mix", -10] == pytest.approx(0.3)
+    assert list(table.columns) == ["clean", -10]
+    assert "encoders" not in table.index.name  # encoders differ between sets by construction only
+
+
+def test_report_with_nothing_evaluated_lists_everything(tmp_path):
+    settings = make_study(tmp_path, skip={ev["run"] for ev in evals()})
+    (tmp_path / "runs").mkdir(exist_ok=True)
+    missing = build_report(settings, tmp_path / "runs", tmp_path / "report")
+    assert len(missing) == 6 + 4 + 3  # evaluations, permuted evaluations, training logs
+    assert {m.reason for m in missing} == {"run not started: no run folder"}
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "## Missing (13 file(s))" in summary and "No evaluation of this study was found." in summary
+    for name in OUTPUTS:
+        assert (tmp_path / "report" / name).exists(), name
+
+
+def test_an_unreadable_evaluation_is_named(tmp_path):
+    settings = make_study(tmp_path)
+    broken = tmp_path / "runs" / "A+O.mfcc.mix.b.w.s0" / "eval" / "clean" / "wer.json"
+    broken.write_text("{ truncated")
+    missing = build_report(settings, tmp_path / "runs", tmp_path / "report")
+    assert [m.path for m in missing] == [str(broken.parent)] and missing[0].reason.startswith("unreadable")
+    rb = read_table(tmp_path / "report" / "rb.csv")
+    assert len(rb) == 3  # A+O at -10 dB and A+L at both SNRs

@@ -58,6 +58,8 @@ def why_missing(runs_dir, run: str, path: Path) -> str:
         return "run not started: no run folder"
     if not (run_dir / "checkpoint.pt").exists():
         return "no checkpoint: training failed or did not finish"
+    if path.name == "train_log.tsv":
+        return "no training log beside the checkpoint"
     if not path.parent.exists():
         return "not evaluated"
     return "evaluation failed or did not finish"

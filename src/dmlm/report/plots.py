@@ -111,7 +111,7 @@ def plot_perceptual(study: str, perceptual: pd.DataFrame, axes: list[str], out_p
     _save(fig, out_png)
 
 
-def plot_training(study: str, curves: pd.DataFrame, wer: pd.DataFrame, out_png) -> None:
+def plot_training(study: str, curves: pd.DataFrame, wer: pd.DataFrame, axes: list[str], out_png) -> None:
     """Validation transcript loss and training loss against steps, one line per run."""
     fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(11, 4.2))
     if not len(curves) or "step" not in curves or "val_transcript_loss" not in curves:
@@ -119,9 +119,11 @@ def plot_training(study: str, curves: pd.DataFrame, wer: pd.DataFrame, out_png) 
         _empty(ax_val, "no training logs found")
     else:
         runs = wer.drop_duplicates("run") if len(wer) else pd.DataFrame({"run": curves["run"].unique()})
-        labels = dict(zip(runs["run"], row_labels(runs, label_axes(runs) + (["seed"] if "seed" in runs and
-                                                                          runs["seed"].nunique() > 1 else []))))
-        for run, curve in curves.groupby("run", sort=False):
+        seeds = ["seed"] if "seed" in runs and runs["seed"].nunique() > 1 else []
+        labels = dict(zip(runs["run"], row_labels(runs, label_axes(runs, axes) + seeds))) if len(wer) else {}
+        # in label order, so a modality set has the colour it has in the other figures
+        for run in sorted(curves["run"].unique(), key=lambda r: str(labels.get(r, r))):
+            curve = curves[curves["run"] == run]
             steps = pd.to_numeric(curve["step"], errors="coerce")
             for ax, col in ((ax_train, "train_loss"), (ax_val, "val_transcript_loss")):
                 values = pd.to_numeric(curve[col], errors="coerce")
@@ -141,4 +143,4 @@ def plot_all(study: str, tables: dict, curves: pd.DataFrame, axes: list[str], ou
     plot_wer_rb(study, tables["wer"], tables["rb"], axes, out_dir / "rb.png", confidence)
     plot_wer_heatmap(study, tables["wer"], axes, out_dir / "wer_heatmap.png")
     plot_perceptual(study, tables["perceptual"], axes, out_dir / "perceptual.png", confidence)
-    plot_training(study, curves, tables["wer"], out_dir / "training.png")
+    plot_training(study, curves, tables["wer"], axes, out_dir / "training.png")

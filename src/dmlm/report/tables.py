@@ -51,10 +51,9 @@ def pairing_keys(frame: pd.DataFrame, axes: list[str]) -> list[str]:
     return [k for k in PAIRING if k in axes] + extra
 
 
-def label_axes(frame: pd.DataFrame, axes: list[str] | None = None) -> list[str]:
+def label_axes(frame: pd.DataFrame, axes: list[str]) -> list[str]:
     """modalities, plus each axis that takes several values for one modality set (the encoders
     differ between sets by construction: they name only the set's own modalities)."""
-    axes = axes if axes is not None else [c for c in frame.columns if c not in NOT_AXES]
     candidates = [a for a in axes if a not in DERIVED and a != "modalities" and a in frame]
     varying = [a for a in candidates if len(frame) and frame.groupby("modalities")[a].nunique().max() > 1]
     return ["modalities", *varying]
@@ -182,7 +181,7 @@ def cells(table: pd.DataFrame, axes: list[str], extra: tuple = ()) -> pd.DataFra
     return table.drop_duplicates([*cell_keys([a for a in axes if a in table]), *extra]).reset_index(drop=True)
 
 
-def pivot(frame: pd.DataFrame, value: str, axes: list[str] | None = None) -> pd.DataFrame:
+def pivot(frame: pd.DataFrame, value: str, axes: list[str]) -> pd.DataFrame:
     """Mean over seeds; rows = runs (modality set and any other axis the study varies),
     columns = test SNR in noise order."""
     label = label_axes(frame, axes)
