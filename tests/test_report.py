@@ -313,3 +313,56 @@ def test_an_unreadable_evaluation_is_named(tmp_path):
     assert [m.path for m in missing] == [str(broken.parent)] and missing[0].reason.startswith("unreadable")
     rb = read_table(tmp_path / "report" / "rb.csv")
     assert len(rb) == 3  # A+O at -10 dB and A+L at both SNRs
+
+
+def test_report_settings_from_the_config():
+    from pathlib import Path
+
+    import yaml
+
+    from dmlm.config import validate_config
+    from dmlm.errors import DmlmError
+    from dmlm.report.settings import report_settings
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "presets" / "tiny.yaml").read_text())
+    settings = report_settings(config, "modalities")
+    assert settings["report"] == {"bootstrap_resamples": 1000, "confidence": 0.95, "bootstrap_seed": 0}
+    assert settings["families"] == {"opt-tiny": "opt"} and len(settings["evals"]) == 4
+    assert "study" not in settings["evals"][0] and {"backbone", "loss_weights", "snr"} <= set(settings["evals"][0])
+    config["report"] = {"confidence": 1.5}
+    with pytest.raises(DmlmError, match=r"config key report\.confidence"):
+        validate_config(config)
+    config["report"] = {"confidence": 0.9, "bootstrap_resamples": 200}
+    validate_config(config)
+    assert report_settings(config, "modalities")["report"]["confidence"] == 0.9
+    with pytest.raises(DmlmError, match="no study 'nope'"):
+        report_settings(config, "nope")
+
+
+def test_two_seeds_average_and_widen_the_interval(tmp_path):
+    """Seed 1 repeats seed 0 with 5 more errors in every A+O evaluation: the cell's mean is the
+    mean of the two seeds, RB's mean the mean of the per-seed RBs."""
+    settings = make_study(tmp_path)
+    second = []
+    for ev in evals():
+        ev1 = {**ev, "seed": 1, "run": ev["run"].replace(".s0", ".s1")}
+        second.append(ev1)
+        n = ERRORS[ev["modalities"], ev["snr"]] + (5 if ev["modalities"] == "A+O" else 0)
+        write_eval(tmp_path / "runs" / ev1["run"] / "eval" / ev1["cond"], n)
+        (tmp_path / "runs" / ev1["run"] / "checkpoint.pt").write_bytes(b"")
+        write_table(tmp_path / "runs" / ev1["run"] / "train_log.tsv", [{"step": 0, "val_transcript_loss": 3.0}])
+        for (m, snr, modality), k in PERMUTED.items():
+            if m == ev["modalities"] and snr == ev["snr"]:
+                write_eval(tmp_path / "runs" / ev1["run"] / "eval" / ev1["cond"] / f"perm-{modality}", k)
+    settings["evals"] += second
+    assert build_report(settings, tmp_path / "runs", tmp_path / "report") == []
+    wer = read_table(tmp_path / "report" / "wer.csv").set_index(["modalities", "snr", "seed"])
+    assert wer.loc[("A+O", "clean", 1), "wer"] == pytest.approx(0.28)
+    assert wer.loc[("A+O", "clean", 0), "wer_mean"] == pytest.approx((0.18 + 0.28) / 2)
+    assert wer.loc[("A+O", "clean", 0), "seeds"] == 2
+    rb = read_table(tmp_path / "report" / "rb.csv").set_index(["modalities", "snr", "seed"])
+    assert rb.loc[("A+O", "-10", 1), "rb"] == pytest.approx((0.5 - 0.4) / 0.5)
+    assert rb.loc[("A+O", "-10", 0), "rb_mean"] == pytest.approx((0.4 + 0.2) / 2)
+    # resampling the seeds too: the interval spans both seeds' RB
+    assert rb.loc[("A+O", "-10", 0), "rb_ci_low"] < 0.2 and rb.loc[("A+O", "-10", 0), "rb_ci_high"] > 0.4
+    assert "mean over seeds (up to 2)" in (tmp_path / "report" / "summary.md").read_text()
