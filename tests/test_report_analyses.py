@@ -86,3 +86,19 @@ def test_sequence_noise_beside_the_benefit():
     # shares: 60 / 100, 30 / 70, 5 / 45; ranks of share and RB exactly reversed
     assert "A+I 60% (mean RB -20.0%); A+L 43% (mean RB 0.0%); A+O 11% (mean RB 10.0%)" in sentence
     assert "Spearman correlation of share and RB over 3 sets: -1.00 (more sequence noise, less benefit)" in sentence
+
+
+def test_peaks_over_several_settings_are_counted():
+    rb = pd.concat([rb_frame({"A+L": {"clean": 0.0, 0: 0.05, -10: 0.2}, "A+I": {"clean": 0.0, 0: 0.1, -10: 0.0}},
+                             "opt"),
+                    rb_frame({"A+L": {"clean": 0.0, 0: 0.3, -10: 0.1}, "A+I": {"clean": 0.0, 0: 0.2, -10: 0.1}},
+                             "mamba")], ignore_index=True)
+    peaks = analyses.peak_table(rb, AXES)
+    assert set(peaks["set"]) == {"A+L / opt", "A+I / opt", "A+L / mamba", "A+I / mamba"}
+    sentence = analyses.peak_sentence(peaks)
+    assert ("A+L at -10 dB (1 of 2), 0 dB (1 of 2) over 2 settings (highest 30.0% [25.0, 35.0] in A+L / mamba)"
+            in sentence)
+    assert "A+I at 0 dB (2 of 2) over 2 settings (highest 20.0% [15.0, 25.0] in A+I / mamba)" in sentence
+    sync = analyses.sync_sentence(peaks, ["clean", 0, -10])
+    assert sync.startswith("Synchronized A+L (RB 15.0% at -10 dB, peak at -10 dB (1 of 2), 0 dB (1 of 2))")
+    assert "only the second holds" in sync

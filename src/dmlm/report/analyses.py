@@ -77,11 +77,34 @@ def peak_table(rb: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
                                        "rb_peak_ci_high", "noisiest_snr", "rb_noisiest", "seeds"])
 
 
+def peak_snrs_text(snrs) -> str:
+    """'-10 dB' for one setting; '-10 dB (5 of 8), 0 dB (3 of 8)' over several."""
+    snrs = list(snrs)
+    counts = pd.Series([snr_text(s) if s is not None else "undefined" for s in snrs]).value_counts(sort=True)
+    if len(snrs) == 1:
+        return counts.index[0]
+    return ", ".join(f"{snr} ({n} of {len(snrs)})" for snr, n in counts.items())
+
+
 def peak_sentence(peaks: pd.DataFrame) -> str:
+    """Per modality set: the peak SNR (of each setting of the other axes, counted when several)
+    and the highest RB with its CI."""
     if not len(peaks):
         return "The study has no multimodal run with an audio-only twin, so no RB peak is computed."
-    parts = [f"{r.set} at {snr_text(r.peak_snr)} ({ci_text(r.rb_peak, r.rb_peak_ci_low, r.rb_peak_ci_high)})"
-             if r.peak_snr is not None else f"{r.set}: undefined at every SNR" for r in peaks.itertuples()]
+    parts = []
+    for modalities, group in peaks.groupby("modalities", sort=False):
+        defined = group[np.isfinite(group["rb_peak"].astype(float))]
+        if not len(defined):
+            parts.append(f"{modalities}: undefined at every SNR")
+            continue
+        best = defined.loc[defined["rb_peak"].astype(float).idxmax()]
+        where = "" if len(group) == 1 else f" in {best.set}"
+        settings = "" if len(group) == 1 else f" over {len(group)} settings"
+        parts.append(f"{modalities} at {peak_snrs_text(group['peak_snr'])}{settings} (highest "
+                     f"{ci_text(best.rb_peak, best.rb_peak_ci_low, best.rb_peak_ci_high)}{where})"
+                     if len(group) > 1 else
+                     f"{modalities} at {peak_snrs_text(group['peak_snr'])} "
+                     f"({ci_text(best.rb_peak, best.rb_peak_ci_low, best.rb_peak_ci_high)})")
     return "RB peaks (mean over seeds, 95% CI) for " + "; ".join(parts) + "."
 
 
@@ -96,10 +119,10 @@ def sync_sentence(peaks: pd.DataFrame, snrs: list) -> str:
 
     def describe(group):
         mean_worst = group["rb_noisiest"].astype(float).mean()
-        return f"{', '.join(group['set'])} (RB {pct(mean_worst)} at {snr_text(worst)}, peak at " \
-               f"{', '.join(snr_text(s) for s in group['peak_snr'])})"
+        return (f"{', '.join(dict.fromkeys(group['modalities']))} (RB {pct(mean_worst)} at {snr_text(worst)}, "
+                f"peak at {peak_snrs_text(group['peak_snr'])})")
 
-    sentence = (f"Synchronized {describe(sync)} against unsynchronized {describe(unsync)}: ")
+    sentence = f"Synchronized {describe(sync)} against unsynchronized {describe(unsync)}: "
     if len(order) < 3:
         return sentence + (f"with {len(order)} test SNR(s) there is no moderate noise level between the cleanest "
                            f"and the noisiest, so the paper's pattern (lips at high noise, image/OCR at moderate "
@@ -108,8 +131,8 @@ def sync_sentence(peaks: pd.DataFrame, snrs: list) -> str:
     unsync_moderate = all(s is not None and s not in (order[0], worst) for s in unsync["peak_snr"])
     verdict = {(True, True): "both hold", (True, False): "only the first holds",
                (False, True): "only the second holds", (False, False): "neither holds"}[lips_high, unsync_moderate]
-    return sentence + (f"of the paper's two findings (lips peak at the highest noise; image/OCR at a moderate "
-                       f"level), {verdict} here.")
+    return sentence + (f"of the paper's two findings (lips peak at the highest noise, in every setting; image/OCR "
+                       f"at a moderate level), {verdict} here.")
 
 
 def order_sentence(rb: pd.DataFrame, axes: list[str]) -> str:

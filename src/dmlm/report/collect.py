@@ -131,5 +131,5 @@ def collect(evals: list[dict], runs_dir) -> Collected:
         permuted=pd.DataFrame(prow) if prow else pd.DataFrame(columns=[*columns, "permuted", "wer"]),
         permuted_utterances=putts,
         curves=pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["run", "step"]),
-        missing=missing,
+        missing=list(dict.fromkeys(missing)),  # an evaluation two studies' rows share is named once
     )
