@@ -49,6 +49,9 @@ def test_evaluation_and_its_speed(memorised, data, tokenizer_json, tmp_path):  #
     assert result["tokens_per_s"] == pytest.approx(result["generated_tokens"] / result["decode_seconds"])
     assert result["utterances_per_s"] == pytest.approx(8 / result["decode_seconds"])
     assert result["device"] == "cpu" and result["threads"] == 1
+    read = sum(Ragged.load(data["val"][m]).lengths().sum() for m in ("audio", "ocr"))
+    assert result["input_tokens"] == read
+    assert result["input_tokens_per_s"] == pytest.approx(read / result["decode_seconds"])
     lengths = {name: Ragged.load(prefix).lengths().mean() for name, prefix in data["val"].items()}
     assert result["tokens_per_utterance"] == pytest.approx(lengths)
     assert list(hyps["ref_words"]) == [len(w.split()) for w in words] and hyps["substitutions"].sum() == 0

@@ -5,8 +5,9 @@ insertions of the minimum-edit word alignment of each hypothesis to its referenc
 the test set, and N is the number of reference words.
 
 Speed: the wall-clock seconds of greedy decoding alone (model forward passes, not loading or
-scoring), as utterances per second and generated (transcript) tokens per second, on the device
-and thread count recorded beside them, so backbones compare on the same machine.
+scoring), as utterances per second, generated (transcript) tokens per second and input (modality)
+tokens read per second, on the device and thread count recorded beside them, so backbones compare
+on the same machine.
 
 Perceptual evaluation (``permute``): the same decoding with one modality's inputs permuted across
 the test utterances by a seeded derangement (``dmlm.evaluation.permute``).
@@ -117,11 +118,15 @@ def evaluate_run(
     write_table(Path(out_dir) / "hyps.tsv", _rows(table["id"], references, hypotheses))
     result = corpus_wer(references, hypotheses)
     generated = int(sum(len(ids) for ids in decoded))
+    # the prompt's modality tokens (block markers aside): what a backbone reads before writing
+    read = int(sum(int(loaded[m].lengths().sum()) for m in layout.modalities))
     result.update(
         decode_seconds=seconds,
         utterances_per_s=len(references) / seconds if seconds else float("nan"),
         generated_tokens=generated,
         tokens_per_s=generated / seconds if seconds else float("nan"),
+        input_tokens=read,
+        input_tokens_per_s=read / seconds if seconds else float("nan"),
         device=str(next(model.parameters()).device),
         threads=torch.get_num_threads(),
         tokens_per_utterance=tokens_per_utterance,

@@ -20,7 +20,8 @@ from dmlm.storage import read_json, read_table
 
 COUNTS = ["substitutions", "deletions", "insertions", "ref_words"]
 STREAM_TOKENS = "mean_tokens_"  # column prefix: mean tokens per utterance of each stream (sequence noise)
-SPEED = ["decode_seconds", "utterances_per_s", "generated_tokens", "tokens_per_s", "device", "threads"]
+SPEED = ["decode_seconds", "utterances_per_s", "generated_tokens", "tokens_per_s", "input_tokens",
+         "input_tokens_per_s", "device", "threads"]
 
 
 @dataclass(frozen=True)

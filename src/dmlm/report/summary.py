@@ -36,7 +36,8 @@ def speed_markdown(speed: pd.DataFrame) -> str:
         return "(no decoding speed recorded)"
     table = speed.groupby("run", sort=False).agg(
         backbone=("backbone", "first"), utterances_per_s=("utterances_per_s", "mean"),
-        tokens_per_s=("tokens_per_s", "mean"), device=("device", "first"), threads=("threads", "first"))
+        tokens_per_s=("tokens_per_s", "mean"), input_tokens_per_s=("input_tokens_per_s", "mean"),
+        device=("device", "first"), threads=("threads", "first"))
     return table.round(1).to_markdown()
 
 

@@ -168,7 +168,7 @@ def perceptual_table(wer: pd.DataFrame, permuted: pd.DataFrame, utterances: dict
 
 
 SPEED_COLUMNS = ["utterances", "decode_seconds", "utterances_per_s", "generated_tokens", "tokens_per_s",
-                 "device", "threads"]
+                 "input_tokens", "input_tokens_per_s", "device", "threads"]
 
 
 def speed_table(wer: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
