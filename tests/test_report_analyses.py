@@ -24,6 +24,7 @@ def test_peak_snr_and_the_synchronized_pattern():
     assert peaks.loc["A+I", "rb_peak_ci_low"] == 0.1 - 0.05
     sentence = analyses.peak_sentence(peaks.reset_index())
     assert "A+L at -10 dB (20.0% [15.0, 25.0])" in sentence and "A+I at 0 dB (10.0% [5.0, 15.0])" in sentence
+    assert sentence.endswith("2 of 2 peak intervals lie above 0 (a benefit distinguishable from none).")
     sync = analyses.sync_sentence(peaks.reset_index(), ["clean", 0, -10])
     assert "Synchronized A+L (RB 20.0% at -10 dB" in sync and "unsynchronized A+I (RB 2.0% at -10 dB" in sync
     assert "both hold" in sync

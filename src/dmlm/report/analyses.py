@@ -105,7 +105,9 @@ def peak_sentence(peaks: pd.DataFrame) -> str:
                      if len(group) > 1 else
                      f"{modalities} at {peak_snrs_text(group['peak_snr'])} "
                      f"({ci_text(best.rb_peak, best.rb_peak_ci_low, best.rb_peak_ci_high)})")
-    return "RB peaks (mean over seeds, 95% CI) for " + "; ".join(parts) + "."
+    above = int((peaks["rb_peak_ci_low"].astype(float) > 0).sum())
+    return ("RB peaks (mean over seeds, 95% CI) for " + "; ".join(parts)
+            + f"; {above} of {len(peaks)} peak intervals lie above 0 (a benefit distinguishable from none).")
 
 
 def sync_sentence(peaks: pd.DataFrame, snrs: list) -> str:
