@@ -84,3 +84,17 @@ def test_editing_the_training_module_reruns_training_not_data(tiny_run):
     finally:
         train_py.write_text(original)
     assert set(rules) == {"train", "evaluate", "evaluate_permuted", "report"}
+
+
+def test_report_settings_rerun_only_what_reads_them(tiny_run, tmp_path):
+    """The derangement seed reruns the permuted evaluations (and the report), not the plain ones;
+    the bootstrap settings rerun only the report."""
+    config = yaml.safe_load((tiny_run / "presets" / "tiny.yaml").read_text())
+    n_permuted = sum(len(m.split("+")) - 1 for m in config["studies"]["modalities"]["modalities"]) * \
+        len(config["studies"]["modalities"]["test_snrs"])
+    seeded = {**config, "evaluation": {**config["evaluation"], "permutation_seed": 3}}
+    (tmp_path / "seed.yaml").write_text(yaml.safe_dump(seeded))
+    assert planned_rules(snakemake(tiny_run, "-n", "--configfile", str(tmp_path / "seed.yaml"))) == {
+        "evaluate_permuted": n_permuted, "report": 1}
+    (tmp_path / "boot.yaml").write_text(yaml.safe_dump({**config, "report": {"bootstrap_resamples": 500}}))
+    assert planned_rules(snakemake(tiny_run, "-n", "--configfile", str(tmp_path / "boot.yaml"))) == {"report": 1}
