@@ -366,3 +366,14 @@ def test_two_seeds_average_and_widen_the_interval(tmp_path):
     # resampling the seeds too: the interval spans both seeds' RB
     assert rb.loc[("A+O", "-10", 0), "rb_ci_low"] < 0.2 and rb.loc[("A+O", "-10", 0), "rb_ci_high"] > 0.4
     assert "mean over seeds (up to 2)" in (tmp_path / "report" / "summary.md").read_text()
+
+
+def test_an_audio_only_study_says_what_it_cannot_compute(tmp_path):
+    settings = make_study(tmp_path)
+    settings["evals"] = [ev for ev in settings["evals"] if ev["modalities"] == "A"]
+    assert build_report(settings, tmp_path / "runs", tmp_path / "report") == []
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "no multimodal run with an audio-only twin, so no RB peak is computed" in summary
+    assert "Sequence noise is not computed: the study has no multimodal run." in summary
+    assert len(read_table(tmp_path / "report" / "rb.csv")) == 0
+    assert (tmp_path / "report" / "perceptual.png").stat().st_size > 5_000
