@@ -8,6 +8,7 @@ from pathlib import Path
 from dmlm.config import validate_config
 from dmlm.errors import DmlmError
 from dmlm import grid
+from dmlm.report.cli import OUTPUTS as REPORT_OUTPUTS
 
 try:
     validate_config(config)
@@ -114,5 +115,5 @@ def all_reports():
     return expand(
         "results/report/{study}/{name}",
         study=list(config["studies"]),
-        name=["wer.csv", "rb.csv", "table.md", "rb.png"],
+        name=REPORT_OUTPUTS,
     )

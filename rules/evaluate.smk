@@ -1,11 +1,17 @@
 # Evaluation: greedy decoding of the test split at one test condition; WER with jiwer.
+# evaluate_permuted: the same with one extra modality permuted across the test items (perceptual score).
+
+from dmlm.report.settings import permutation_seed
 
 EVAL_CODE = [
     *TRAIN_CODE,
     "model/decode.py",
     "evaluation/wer.py",
+    "evaluation/permute.py",
     "evaluation/cli.py",
 ]
+# the plain evaluation does not read the permutation seed: changing it reruns only permuted ones
+EVAL_SETTINGS = {k: v for k, v in config["evaluation"].items() if k != "permutation_seed"}
 
 
 def eval_streams(wildcards):
@@ -30,7 +36,7 @@ rule evaluate:
         hyps="results/runs/{run}/eval/{cond}/hyps.tsv",
         wer="results/runs/{run}/eval/{cond}/wer.json",
     params:
-        settings=as_json(config["evaluation"]),
+        settings=as_json(EVAL_SETTINGS),
         streams=eval_stream_args,
         code=code_version(*EVAL_CODE),
     log:
@@ -45,3 +51,33 @@ rule evaluate:
         dmlm_cmd("evaluate") + " --checkpoint {input.checkpoint} {params.streams}"
         " --tokenizer {input.tokenizer} --manifest {input.manifest}"
         " --out-dir results/runs/{wildcards.run}/eval/{wildcards.cond} > {log} 2>&1"
+
+
+rule evaluate_permuted:
+    input:
+        checkpoint="results/runs/{run}/checkpoint.pt",
+        tokens=eval_inputs,
+        tokenizer=lambda wildcards: run_text_tokenizer(wildcards.run),
+        manifest=f"results/corpus/{DATASET}/test/manifest.tsv",
+    output:
+        hyps="results/runs/{run}/eval/{cond}/perm-{permuted}/hyps.tsv",
+        wer="results/runs/{run}/eval/{cond}/perm-{permuted}/wer.json",
+    wildcard_constraints:
+        permuted="lips|image|ocr",
+    params:
+        settings=as_json({**EVAL_SETTINGS, "permutation_seed": permutation_seed(config)}),
+        streams=eval_stream_args,
+        code=code_version(*EVAL_CODE),
+    log:
+        "results/logs/evaluate_permuted/{run}/{cond}/{permuted}.log",
+    benchmark:
+        "results/benchmarks/evaluate_permuted/{run}/{cond}/{permuted}.tsv"
+    threads: 1
+    resources:
+        # as evaluate (same decoding): 1.1 GB, 15 s per condition measured on the default preset
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        dmlm_cmd("evaluate") + " --checkpoint {input.checkpoint} {params.streams}"
+        " --tokenizer {input.tokenizer} --manifest {input.manifest} --permute {wildcards.permuted}"
+        " --out-dir results/runs/{wildcards.run}/eval/{wildcards.cond}/perm-{wildcards.permuted} > {log} 2>&1"

@@ -1,46 +1,85 @@
 # Report: per study, the WER of every run at every test SNR, the relative benefit (RB) of each
-# modality set over audio only, a markdown table and plots.
+# modality set over audio only and the perceptual score of each extra modality, with bootstrap
+# CIs; decoding speed; summary.md (tables and one sentence per analysis) and figures. Outputs
+# flagged with report() go into `snakemake --report results/report.html`, captioned by
+# rules/captions/*.rst.
+
+from dmlm.report.settings import permuted_evals, report_settings
+
 
 localrules:
     report,
 
 
-REPORT_CODE = ["report/metrics.py", "report/tables.py", "report/plots.py", "report/cli.py"]
+REPORT_CODE = [
+    "report/settings.py",
+    "report/collect.py",
+    "report/metrics.py",
+    "report/tables.py",
+    "report/analyses.py",
+    "report/summary.py",
+    "report/plots.py",
+    "report/cli.py",
+    "evaluation/wer.py",  # per-utterance counts of hyps.tsv files written without them
+]
+CAPTIONS = "captions"  # relative to this file
 
 
-def study_evals(wildcards):
-    return EVALS[EVALS["study"] == wildcards.study]
+def study_records(wildcards):
+    return EVALS[EVALS["study"] == wildcards.study].to_dict(orient="records")
 
 
-def study_wer_files(wildcards):
-    return [f"results/runs/{r.run}/eval/{r.cond}/wer.json" for r in study_evals(wildcards).itertuples()]
+def study_eval_files(wildcards):
+    return [f"results/runs/{r['run']}/eval/{r['cond']}/{name}"
+            for r in study_records(wildcards) for name in ("wer.json", "hyps.tsv")]
+
+
+def study_permuted_files(wildcards):
+    """The perceptual evaluations: each extra modality of each multimodal run, at each test SNR."""
+    return [f"results/runs/{r['run']}/eval/{r['cond']}/perm-{r['permuted']}/{name}"
+            for r in permuted_evals(study_records(wildcards)) for name in ("wer.json", "hyps.tsv")]
 
 
 def study_train_logs(wildcards):
-    return [f"results/runs/{run}/train_log.tsv" for run in study_evals(wildcards)["run"].unique()]
+    return [f"results/runs/{run}/train_log.tsv" for run in dict.fromkeys(r["run"] for r in study_records(wildcards))]
 
 
-def report_settings(wildcards):
-    evals = study_evals(wildcards).drop(columns=["study"])
-    return as_json({"study": wildcards.study, "evals": evals.to_dict(orient="records")})
+def figure(name, caption):
+    return report(f"results/report/{{study}}/{name}", caption=f"{CAPTIONS}/{caption}.rst",
+                  category="{study}", subcategory="figures")
+
+
+def table(name, caption):
+    return report(f"results/report/{{study}}/{name}", caption=f"{CAPTIONS}/{caption}.rst",
+                  category="{study}", subcategory="tables")
 
 
 rule report:
     input:
-        wer=study_wer_files,
+        evals=study_eval_files,
+        permuted=study_permuted_files,
         train_logs=study_train_logs,
     output:
-        wer="results/report/{study}/wer.csv",
-        rb="results/report/{study}/rb.csv",
-        table="results/report/{study}/table.md",
-        plot="results/report/{study}/rb.png",
+        wer=table("wer.csv", "wer_csv"),
+        rb=table("rb.csv", "rb_csv"),
+        perceptual=table("perceptual.csv", "perceptual_csv"),
+        speed=table("speed.csv", "speed_csv"),
+        summary=table("summary.md", "summary"),
+        rb_plot=figure("rb.png", "rb"),
+        heatmap=figure("wer_heatmap.png", "wer_heatmap"),
+        perceptual_plot=figure("perceptual.png", "perceptual"),
+        training=figure("training.png", "training"),
     params:
-        settings=report_settings,
+        settings=lambda wildcards: as_json(report_settings(config, wildcards.study)),
         code=code_version(*REPORT_CODE),
     log:
         "results/logs/report/{study}.log",
+    benchmark:
+        "results/benchmarks/report/{study}.tsv"
     threads: 1
     resources:
+        # measured: 0.73 GB, 5 s on the default preset's study (4 runs x 4 SNRs x 200 utterances,
+        # 1000 bootstrap resamples); imports dominate the memory
         mem_mb=1000,
         runtime=5,
     shell:

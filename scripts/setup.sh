@@ -14,6 +14,8 @@ command -v tesseract >/dev/null || need+=(tesseract-ocr tesseract-ocr-eng)
 command -v fluidsynth >/dev/null || need+=(fluidsynth)
 [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need+=(fluid-soundfont-gm)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+# headless browser for the test that opens the HTML report (tests/test_report_html.py)
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -q

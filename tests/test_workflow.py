@@ -17,7 +17,7 @@ def test_dry_run_plans_every_stage(tmp_path):
     workdir = copy_workflow(tmp_path)
     rules = planned_rules(snakemake(workdir, "-n"))
     assert set(rules) >= {"corpus", "ocr", "noise_bank", "mix", "fit_codebook", "encode_audio",
-                          "encode_text", "text_tokenizer", "train", "evaluate", "report"}
+                          "encode_text", "text_tokenizer", "train", "evaluate", "evaluate_permuted", "report"}
 
 
 def test_report_numbers_come_from_the_runs(tiny_run):
@@ -36,8 +36,22 @@ def test_report_numbers_come_from_the_runs(tiny_run):
         rb = pd.read_csv(report / "rb.csv")
         assert set(rb["modalities"]) == set(spec["modalities"]) - {"A"}
         assert {"rb", "delta_wer", "wer_audio"} <= set(rb.columns)
-        assert (report / "table.md").read_text().count("|") > 10
-        assert (report / "rb.png").stat().st_size > 10_000
+        assert (report / "summary.md").read_text().count("|") > 10
+        for figure in ("rb.png", "wer_heatmap.png", "perceptual.png", "training.png"):
+            assert (report / figure).stat().st_size > 10_000
+        # perceptual scores: one row per extra modality of each multimodal run and test SNR, each
+        # from its own permuted evaluation
+        perceptual = pd.read_csv(report / "perceptual.csv")
+        extra = sum(len(m.split("+")) - 1 for m in spec["modalities"])
+        assert len(perceptual) == extra * len(spec["test_snrs"]) * spec["seeds"]
+        for row in perceptual.itertuples():
+            cond = "clean" if row.snr == "clean" else f"snr{row.snr}"
+            permuted = json.loads((tiny_run / "results" / "runs" / row.run / "eval" / cond / f"perm-{row.permuted}"
+                                   / "wer.json").read_text())
+            assert row.wer_permuted == pytest.approx(permuted["wer"]) and permuted["permuted"] == row.permuted
+            assert row.score == pytest.approx(permuted["wer"] - row.wer)
+        speed = pd.read_csv(report / "speed.csv")
+        assert len(speed) == len(wer) and (speed["utterances_per_s"] > 0).all() and (speed["tokens_per_s"] > 0).all()
 
 
 def test_training_learned(tiny_run):
@@ -56,8 +70,9 @@ def test_changing_one_test_snr_reruns_only_what_depends_on_it(tiny_run, tmp_path
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(config))
     rules = planned_rules(snakemake(tiny_run, "-n", "--configfile", str(changed)))
-    n_runs = len(config["studies"]["modalities"]["modalities"])
-    assert rules == {"mix": 1, "encode_audio": 1, "evaluate": n_runs, "report": 1}
+    modalities = config["studies"]["modalities"]["modalities"]
+    extra = sum(len(m.split("+")) - 1 for m in modalities)  # one permuted evaluation per extra modality
+    assert rules == {"mix": 1, "encode_audio": 1, "evaluate": len(modalities), "evaluate_permuted": extra, "report": 1}
 
 
 def test_editing_the_training_module_reruns_training_not_data(tiny_run):
@@ -68,4 +83,18 @@ def test_editing_the_training_module_reruns_training_not_data(tiny_run):
         rules = planned_rules(snakemake(tiny_run, "-n"))
     finally:
         train_py.write_text(original)
-    assert set(rules) == {"train", "evaluate", "report"}
+    assert set(rules) == {"train", "evaluate", "evaluate_permuted", "report"}
+
+
+def test_report_settings_rerun_only_what_reads_them(tiny_run, tmp_path):
+    """The derangement seed reruns the permuted evaluations (and the report), not the plain ones;
+    the bootstrap settings rerun only the report."""
+    config = yaml.safe_load((tiny_run / "presets" / "tiny.yaml").read_text())
+    n_permuted = sum(len(m.split("+")) - 1 for m in config["studies"]["modalities"]["modalities"]) * \
+        len(config["studies"]["modalities"]["test_snrs"])
+    seeded = {**config, "evaluation": {**config["evaluation"], "permutation_seed": 3}}
+    (tmp_path / "seed.yaml").write_text(yaml.safe_dump(seeded))
+    assert planned_rules(snakemake(tiny_run, "-n", "--configfile", str(tmp_path / "seed.yaml"))) == {
+        "evaluate_permuted": n_permuted, "report": 1}
+    (tmp_path / "boot.yaml").write_text(yaml.safe_dump({**config, "report": {"bootstrap_resamples": 500}}))
+    assert planned_rules(snakemake(tiny_run, "-n", "--configfile", str(tmp_path / "boot.yaml"))) == {"report": 1}

@@ -14,6 +14,9 @@ def register(subparsers) -> None:
     p.add_argument("--tokenizer", required=True, help="the run's text tokenizer.json (local or its backbone's)")
     p.add_argument("--manifest", required=True, help="test manifest.tsv (references)")
     p.add_argument("--out-dir", required=True)
+    p.add_argument("--permute", metavar="MODALITY", default=None,
+                   help="permute this modality's inputs across the test utterances (perceptual score; "
+                        "the derangement's seed is the settings' permutation_seed)")
     p.set_defaults(func=run)
 
 
@@ -27,6 +30,10 @@ def run(args) -> None:
         if not sep:
             raise DmlmError(f"--stream {item!r}: expected NAME=PREFIX")
         streams[name] = prefix
-    result = evaluate_run(args.checkpoint, streams, args.tokenizer, args.manifest, args.out_dir, args.settings)
-    print(f"WER {result['wer']:.4f} over {result['utterances']} utterances "
-          f"({result['utterances_per_s']:.1f} utterances/s)")
+    if args.permute is not None and "permutation_seed" not in args.settings:
+        raise DmlmError("--permute needs permutation_seed in --settings (config key evaluation.permutation_seed)")
+    result = evaluate_run(args.checkpoint, streams, args.tokenizer, args.manifest, args.out_dir, args.settings,
+                          permute=args.permute)
+    what = f" with {args.permute} permuted" if args.permute else ""
+    print(f"WER {result['wer']:.4f}{what} over {result['utterances']} utterances "
+          f"({result['utterances_per_s']:.1f} utterances/s, {result['tokens_per_s']:.0f} tokens/s)")
