@@ -69,7 +69,19 @@ def _pretrained_folder(settings: dict, name: str) -> Path:
 
 def _load_pretrained(model_class, what: str, settings: dict, vocab_size: int, name: str, specials: dict, **kw):
     """A ``save_pretrained`` folder's model, its token embeddings resized to ``vocab_size``."""
+    import json
+
     path = _pretrained_folder(settings, name)
+    family = settings.get("family")
+    try:
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError) as err:
+        raise DmlmError(f"backbones.{name}.pretrained: cannot read {path / 'config.json'}: {err}") from err
+    if model_type != FAMILIES[family].model_type:
+        # transformers would load the weights it recognises and initialise the rest at random
+        raise DmlmError(
+            f"backbones.{name}.pretrained: {path} holds a {model_type!r} model, not one of family {family!r}"
+        )
     try:
         model = model_class.from_pretrained(str(path), local_files_only=True, **kw)
     except Exception as err:  # malformed config or weights, or another family's folder
