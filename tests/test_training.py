@@ -200,3 +200,30 @@ def test_cuda_asked_for_without_a_gpu(tokenizer_json, data, tmp_path):
     with pytest.raises(DmlmError, match=r"training\.device: cuda was asked for"):
         train_run(s, data, tokenizer_json, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["backbones"]["opt-small"].update(family="mamba9"), r"backbones\.opt-small\.family"),
+        (lambda c: c["backbones"]["mamba-small"].update(heads=4), r"backbones\.mamba-small.*heads"),
+        (lambda c: c["backbones"]["mamba-small"].pop("state_size"), r"backbones\.mamba-small.*state_size"),
+        (lambda c: c["loss_weights"]["paper"].update(audio=-0.3), r"loss_weights\.paper\.audio"),
+        (lambda c: c["training"].update(grad_accum=0), r"training\.grad_accum"),
+        (lambda c: c["training"].update(device="gpu"), r"training\.device"),
+        (lambda c: c["training"].update(precision="fp16"), r"training\.precision"),
+        (lambda c: c["training"].update(early_stop_metric="wer"), r"training\.early_stop_metric"),
+        (lambda c: c["training"].update(patience=3), r"training.*patience"),
+    ],
+)
+def test_bad_config_values_name_their_key(edit, message):
+    """The workflow config is checked when Snakemake parses it, before any job."""
+    import yaml
+
+    from dmlm.config import validate_config
+
+    config = yaml.safe_load((ROOT / "workflow_config.yaml").read_text())
+    validate_config(copy.deepcopy(config))  # the shipped one, Mamba entry included, is fine
+    edit(config)
+    with pytest.raises(DmlmError, match=message):
+        validate_config(config)

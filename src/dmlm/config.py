@@ -72,7 +72,7 @@ def check_references(config: dict) -> None:
             if len(set(letters)) != len(letters):
                 problems.append(f"config key studies.{study}.modalities: '{modset}' repeats a modality")
     for name, backbone in config["backbones"].items():
-        if backbone["hidden"] % backbone["heads"]:
+        if "heads" in backbone and backbone["hidden"] % backbone["heads"]:  # OPT only (Mamba has no heads)
             problems.append(
                 f"config key backbones.{name}.heads: hidden size {backbone['hidden']} is not "
                 f"divisible by {backbone['heads']} heads"
