@@ -7,6 +7,9 @@ TRAIN_CODE = [
     "model/sequence.py",
     "model/backbone.py",
     "model/checkpoint.py",
+    "model/device.py",
+    "model/objective.py",
+    "model/trainconfig.py",
     "model/train.py",
     "model/cli.py",
 ]
