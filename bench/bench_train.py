@@ -1,0 +1,219 @@
+"""Training throughput: our training step against a plain loop, and Mamba against OPT, on real tokens.
+
+    PYTHONPATH=src .venv/bin/python bench/bench_train.py --results /work/main/results
+    PYTHONPATH=src .venv/bin/python bench/bench_train.py --modalities audio,image --steps 40
+
+Reads (never writes) a finished default-preset ``results`` folder: the training split's token
+streams (``tokens/{dataset}/...``; audio of the ``--train-cond`` condition), the codebooks (their
+vocabulary sizes) and the local text tokenizer, and assembles them with the run's own code
+(``vocab``, ``sequence``, ``batches``). Backbones, batch size and lr come from ``--config``
+(default ``workflow_config.yaml``: ``opt-small``, ``mamba-small``, ``training``).
+
+Every variant trains a copy of the same initial model with the same AdamW, clipping, batch size,
+threads and dtype (fp32 on the CPU) and reports tokens per second of real (non-pad) tokens:
+
+- ``plain``: the usual loop: batches of a plain shuffle, padded to their longest sequence,
+  ``model(input_ids).logits`` over every position, fp32 cross-entropy, weights applied afterwards;
+- ``plain+bucketing``: the same step on our length-bucketed batch order (``batches.BatchOrder``);
+- ``plain+selected``: shuffled batches, our step (``objective.train_step``: output layer and
+  cross-entropy only where the loss weight is non-zero, i.e. not on padding);
+- ``ours``: both, i.e. what ``dmlm train`` runs.
+
+Then ``ours`` for ``--mamba`` against ``--opt`` (equal parameter counts in the default config).
+Variants run interleaved, in ``--rounds`` rounds of ``--steps`` timed steps each (after
+``--warmup`` untimed ones), and the median round counts: on a shared machine the load drifts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STREAM_DIRS = {  # default preset names: encoder folders under tokens/{dataset}/{modality}/
+    "audio": "audio/mfcc/{cond}",
+    "lips": "lips/pixels",
+    "image": "image/patches",
+    "ocr": "ocr/local",
+    "transcript": "transcript/local",
+}
+CODEBOOKS = {"audio": "audio/mfcc.npz", "lips": "lips/pixels.npz", "image": "image/patches.npz"}
+
+
+def real_streams(results: Path, dataset: str, split: str, modalities: list[str], cond: str):
+    """(layout, {name: Ragged}) of a split of a finished results folder (read only)."""
+    from dmlm.model.vocab import VocabLayout
+    from dmlm.storage import Ragged
+    from dmlm.tokens import describe
+
+    tokens = results / "tokens" / dataset
+    codebooks = {m: int(describe(results / "codebooks" / dataset / p)["vocab_size"]) for m, p in CODEBOOKS.items()}
+    layout = VocabLayout.from_tokenizer(modalities, codebooks, str(tokens / "text" / "local" / "tokenizer.json"))
+    streams = {
+        name: Ragged.load(str(tokens / STREAM_DIRS[name].format(cond=cond) / split))
+        for name in [*modalities, "transcript"]
+    }
+    return layout, streams
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", type=Path, default=Path("/work/main/results"), help="a finished results folder (read only)")
+    p.add_argument("--dataset", default="3eq")
+    p.add_argument("--modalities", default="audio", help="comma-separated, in sequence order (default: audio)")
+    p.add_argument("--config", type=Path, default=ROOT / "workflow_config.yaml")
+    p.add_argument("--threads", type=int, default=1)
+
+
+def plain_step(model, optimizer, ids, w, grad_clip: float) -> float:
+    """The usual step: logits everywhere, fp32 cross-entropy, weighted afterwards."""
+    import torch
+    import torch.nn.functional as F
+
+    logits = model(input_ids=ids, use_cache=False).logits[:, :-1]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1), reduction="none")
+    wt = w[:, 1:].reshape(-1)
+    loss = (ce * wt).sum() / wt.sum()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.item()
+
+
+def shuffled_batches(n: int, batch_size: int, seed: int):
+    """Batches of a plain shuffle, epoch after epoch (no length bucketing)."""
+    epoch = 0
+    while True:
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        yield from (perm[i : i + batch_size] for i in range(0, n, batch_size))
+        epoch += 1
+
+
+def bucketed_batches(lengths, batch_size: int, seed: int):
+    from dmlm.model.batches import BatchOrder
+
+    order, step = BatchOrder(lengths, batch_size, seed), 0
+    while True:
+        step += 1
+        yield order.batch(step)
+
+
+class Variant:
+    """One model + optimizer + batch stream + step function, timed in rounds."""
+
+    def __init__(self, name, model, seqs, batches, use_ours: bool, cfg):
+        import torch
+
+        from dmlm.model.objective import make_optimizer
+
+        self.name, self.model, self.seqs, self.batches, self.use_ours, self.cfg = name, model, seqs, batches, use_ours, cfg
+        self.optimizer = make_optimizer(model, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr
+        self.device = torch.device("cpu")
+        self.rates: list[float] = []
+        self.pad_fraction: list[float] = []
+
+    def run(self, steps: int, timed: bool) -> None:
+        from dmlm.model.batches import collate
+        from dmlm.model.objective import train_step
+
+        tokens = cells = 0
+        busy = 0.0
+        for _ in range(steps):
+            ids, w, _ = collate(self.seqs, next(self.batches))
+            t0 = time.perf_counter()
+            if self.use_ours:
+                train_step(self.model, self.optimizer, [(ids, w)], self.cfg.grad_clip, self.device)
+            else:
+                plain_step(self.model, self.optimizer, ids, w, self.cfg.grad_clip)
+            busy += time.perf_counter() - t0
+            tokens += int((ids != self.seqs.pad).sum())
+            cells += ids.numel()
+        if timed:
+            self.rates.append(tokens / busy)
+            self.pad_fraction.append(1 - tokens / cells)
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(self.rates)
+
+
+def rounds(variants, args) -> None:
+    for v in variants:
+        v.run(args.warmup, timed=False)
+    for r in range(args.rounds):
+        for v in variants:
+            v.run(args.steps, timed=True)
+        print(f"  round {r + 1}: " + ", ".join(f"{v.name} {v.rates[-1]:.0f}" for v in variants), file=sys.stderr)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_args(p)
+    p.add_argument("--train-cond", default="mix-mix", help="audio condition of the training split")
+    p.add_argument("--opt", default="opt-small", help="OPT backbone of --config")
+    p.add_argument("--mamba", default="mamba-small", help="Mamba backbone of --config")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per round and variant")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+
+    import torch
+
+    from dmlm.cli import use_threads
+    from dmlm.model.backbone import build_backbone
+    from dmlm.model.batches import assemble_split
+    from dmlm.model.trainconfig import TrainConfig
+
+    use_threads(args.threads)
+    config = yaml.safe_load(args.config.read_text())
+    cfg = TrainConfig.from_settings(config["training"], args.seed)
+    weights = next(iter(config["loss_weights"].values()))
+    modalities = args.modalities.split(",")
+    layout, streams = real_streams(args.results, args.dataset, "train", modalities, args.train_cond)
+    seqs = assemble_split(streams, layout, weights)
+    print(
+        f"data: {len(seqs)} training sequences ({'+'.join(modalities)}), length {seqs.lengths.min()}.."
+        f"{seqs.lengths.max()} (median {int(np.median(seqs.lengths))}), vocabulary {layout.vocab_size}; "
+        f"batch {cfg.batch_size}, {args.threads} thread(s), fp32, torch {torch.__version__}",
+    )
+
+    def model_of(name):
+        torch.manual_seed(args.seed)
+        m = build_backbone(config["backbones"][name], layout.vocab_size, name, layout).train()
+        return m, sum(p.numel() for p in m.parameters())
+
+    opt_model, opt_params = model_of(args.opt)
+    n, bs = len(seqs), cfg.batch_size
+    variants = [
+        Variant("plain", copy.deepcopy(opt_model), seqs, shuffled_batches(n, bs, args.seed), False, cfg),
+        Variant("plain+bucketing", copy.deepcopy(opt_model), seqs, bucketed_batches(seqs.lengths, bs, args.seed), False, cfg),
+        Variant("plain+selected", copy.deepcopy(opt_model), seqs, shuffled_batches(n, bs, args.seed), True, cfg),
+        Variant("ours", copy.deepcopy(opt_model), seqs, bucketed_batches(seqs.lengths, bs, args.seed), True, cfg),
+    ]
+    mamba_model, mamba_params = model_of(args.mamba)
+    mamba = Variant(f"ours ({args.mamba})", mamba_model, seqs, bucketed_batches(seqs.lengths, bs, args.seed), True, cfg)
+    rounds([*variants, mamba], args)
+
+    base = variants[0].rate
+    print(f"\n(1) training step, {args.opt} ({opt_params / 1e6:.2f}M parameters), median of {args.rounds} rounds x {args.steps} steps")
+    print(f"{'variant':<18}{'real tokens/s':>14}{'padding':>9}{'vs plain':>10}")
+    for v in variants:
+        print(f"{v.name:<18}{v.rate:>14.0f}{statistics.median(v.pad_fraction):>9.1%}{v.rate / base:>9.2f}x")
+    print(f"\n(3) Mamba vs OPT on the CPU, our step, equal size")
+    print(f"{args.opt:<14}{opt_params / 1e6:>6.2f}M {variants[-1].rate:>8.0f} tokens/s")
+    print(f"{args.mamba:<14}{mamba_params / 1e6:>6.2f}M {mamba.rate:>8.0f} tokens/s")
+    print(f"OPT / Mamba: {variants[-1].rate / mamba.rate:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
