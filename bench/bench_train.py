@@ -47,20 +47,22 @@ STREAM_DIRS = {  # default preset names: encoder folders under tokens/{dataset}/
 CODEBOOKS = {"audio": "audio/mfcc.npz", "lips": "lips/pixels.npz", "image": "image/patches.npz"}
 
 
-def real_streams(results: Path, dataset: str, split: str, modalities: list[str], cond: str):
-    """(layout, {name: Ragged}) of a split of a finished results folder (read only)."""
+def real_layout(results: Path, dataset: str, modalities: list[str]):
+    """The local vocabulary layout of a finished results folder (its codebooks and text tokenizer)."""
     from dmlm.model.vocab import VocabLayout
-    from dmlm.storage import Ragged
     from dmlm.tokens import describe
 
-    tokens = results / "tokens" / dataset
     codebooks = {m: int(describe(results / "codebooks" / dataset / p)["vocab_size"]) for m, p in CODEBOOKS.items()}
-    layout = VocabLayout.from_tokenizer(modalities, codebooks, str(tokens / "text" / "local" / "tokenizer.json"))
-    streams = {
-        name: Ragged.load(str(tokens / STREAM_DIRS[name].format(cond=cond) / split))
-        for name in [*modalities, "transcript"]
-    }
-    return layout, streams
+    tokenizer = results / "tokens" / dataset / "text" / "local" / "tokenizer.json"
+    return VocabLayout.from_tokenizer(modalities, codebooks, str(tokenizer))
+
+
+def real_streams(results: Path, dataset: str, split: str, names: list[str], cond: str):
+    """``{name: Ragged}`` of a split of a finished results folder (read only)."""
+    from dmlm.storage import Ragged
+
+    tokens = results / "tokens" / dataset
+    return {name: Ragged.load(str(tokens / STREAM_DIRS[name].format(cond=cond) / split)) for name in names}
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -179,7 +181,8 @@ def main() -> None:
     cfg = TrainConfig.from_settings(config["training"], args.seed)
     weights = next(iter(config["loss_weights"].values()))
     modalities = args.modalities.split(",")
-    layout, streams = real_streams(args.results, args.dataset, "train", modalities, args.train_cond)
+    layout = real_layout(args.results, args.dataset, modalities)
+    streams = real_streams(args.results, args.dataset, "train", [*modalities, "transcript"], args.train_cond)
     seqs = assemble_split(streams, layout, weights)
     print(
         f"data: {len(seqs)} training sequences ({'+'.join(modalities)}), length {seqs.lengths.min()}.."
