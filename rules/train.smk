@@ -8,6 +8,7 @@ TRAIN_CODE = [
     "model/backbone.py",
     "model/checkpoint.py",
     "model/device.py",
+    "model/mamba_scan.py",
     "model/objective.py",
     "model/trainconfig.py",
     "model/train.py",

@@ -227,3 +227,62 @@ def test_bad_config_values_name_their_key(edit, message):
     edit(config)
     with pytest.raises(DmlmError, match=message):
         validate_config(config)
+
+
+@pytest.mark.parametrize("length", [1, 7, 16, 37])
+def test_cpu_mamba_scan_equals_the_transformers_reference(length):
+    """Values, last state and every gradient, against transformers' sequential PyTorch scan."""
+    from dmlm.model import mamba_scan
+
+    def run(scan):
+        g = torch.Generator().manual_seed(length)
+        b, d, n = 2, 6, 4
+        xs = [
+            torch.randn(b, d, length, generator=g),  # hidden_states
+            torch.randn(b, d, length, generator=g),  # dt (before bias and softplus)
+            -2 * torch.rand(d, n, generator=g),  # A
+            torch.randn(b, n, length, generator=g),  # B
+            torch.randn(b, n, length, generator=g),  # C
+            torch.randn(d, generator=g),  # D
+            torch.randn(b, d, length, generator=g),  # z
+            torch.randn(d, generator=g),  # delta_bias
+        ]
+        for x in xs:
+            x.requires_grad_()
+        y, last = scan(*xs[:5], D=xs[5], z=xs[6], delta_bias=xs[7], delta_softplus=True, return_last_state=True)
+        probe = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)
+        ((y * probe).sum() + (last**2).sum()).backward()
+        return y, last, [x.grad for x in xs]
+
+    ours, ref = run(mamba_scan.selective_scan), run(mamba_scan.reference())
+    assert torch.allclose(ours[0], ref[0], atol=1e-5) and torch.allclose(ours[1], ref[1], atol=1e-5)
+    for i, (a, b) in enumerate(zip(ours[2], ref[2])):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4), i
+
+
+def test_mamba_model_uses_the_cpu_scan_and_matches_the_reference(tokenizer_json, data):
+    from transformers.models.mamba import modeling_mamba
+
+    from dmlm.model import mamba_scan
+
+    layout, seqs = _layout_and_seqs(tokenizer_json, data)
+    torch.manual_seed(0)
+    model = build_backbone(TINY_MAMBA, layout.vocab_size, "m").train()
+    assert modeling_mamba.mamba_selective_scan is mamba_scan.selective_scan
+    ids, w, _ = collate(seqs, [0, 1, 2, 3])
+    ref_model = copy.deepcopy(model)
+    for layer in ref_model.backbone.layers:
+        layer.mixer.use_mambapy = False  # the reference: transformers' sequential scan
+    from dmlm.model.objective import weighted_loss
+
+    loss = weighted_loss(model, ids, w)
+    loss.backward()
+    modeling_mamba.mamba_selective_scan = mamba_scan.reference()
+    try:
+        ref_loss = weighted_loss(ref_model, ids, w)
+        ref_loss.backward()
+    finally:
+        mamba_scan.install()
+    assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
+    for (name, p), q in zip(model.named_parameters(), ref_model.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-3, atol=1e-5), name

@@ -16,9 +16,10 @@ Families:
   and a hard limit.
 - ``mamba``: transformers' Mamba (the paper's Mamba-130M: hidden 768, 24 layers, state 16, expand 2,
   conv 4). On CUDA with ``mamba-ssm`` and ``causal-conv1d`` installed transformers runs their
-  kernels; elsewhere its PyTorch path with the parallel scan of the ``mambapy`` package
-  (``use_mambapy``; the sequential reference scan's backward is quadratic in length, measured ~15x
-  slower). Length policy: Mamba has no position table, so it has no intrinsic limit. An optional
+  kernels; elsewhere its PyTorch path, with the selective scan of ``dmlm.model.mamba_scan`` (a
+  sequential scan with a hand-written backward; transformers' own reference scan has a quadratic
+  backward, and mambapy's parallel scan, ``use_mambapy``, kept on as the fallback, was measured
+  slower on the CPU). Length policy: Mamba has no position table, so it has no intrinsic limit. An optional
   ``max_positions`` sets one (kept in the model config as ``max_position_embeddings`` and enforced
   like OPT's: longer sequences are an error, never truncated); without it any length is accepted,
   bounded only by memory and time.
@@ -136,22 +137,10 @@ def _opt_model():
     return OPTForCausalLM
 
 
-def _mamba_scan_note() -> None:
-    import importlib.util
-    import sys
-
-    if importlib.util.find_spec("mambapy") is None and importlib.util.find_spec("mamba_ssm") is None:
-        print(
-            "dmlm: neither mambapy nor mamba-ssm is installed: Mamba runs transformers' sequential scan "
-            "(correct, but its backward is quadratic in length; pip install the pinned mambapy)",
-            file=sys.stderr,
-        )
-
-
 def _build_mamba(settings: dict, vocab_size: int, name: str, specials: dict):
-    from transformers import MambaConfig, MambaForCausalLM
+    from transformers import MambaConfig
 
-    _mamba_scan_note()
+    MambaForCausalLM = _mamba_model()
     limit = _need(settings, "max_positions", name) if settings.get("max_positions") is not None else None
     if settings.get("pretrained"):
         model = _load_pretrained(MambaForCausalLM, "a Mamba", settings, vocab_size, name, specials)
@@ -189,6 +178,9 @@ def _mamba_config():
 def _mamba_model():
     from transformers import MambaForCausalLM
 
+    from dmlm.model import mamba_scan
+
+    mamba_scan.install()  # our CPU scan, unless mamba-ssm's kernels are installed
     return MambaForCausalLM
 
 
