@@ -19,16 +19,16 @@ threads and dtype (fp32 on the CPU) and reports tokens per second of real (non-p
   cross-entropy only where the loss weight is non-zero, i.e. not on padding);
 - ``ours``: both, i.e. what ``dmlm train`` runs.
 
-Then ``ours`` for ``--mamba`` against ``--opt`` (equal parameter counts in the default config).
-Variants run interleaved, in ``--rounds`` rounds of ``--steps`` timed steps each (after
-``--warmup`` untimed ones), and the median round counts: on a shared machine the load drifts.
+Then ``ours`` for ``--mamba`` against ``--opt`` (equal parameter counts in the default config), and
+with ``--mambapy`` the same Mamba on transformers' own scan (mambapy's) instead of ``mamba_scan``.
+Variants run interleaved, one step each in turn, for ``--steps`` timed steps (after ``--warmup``
+untimed ones): on a shared machine the load drifts, and this way every variant sees the same.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -108,53 +108,64 @@ def bucketed_batches(lengths, batch_size: int, seed: int):
 
 
 class Variant:
-    """One model + optimizer + batch stream + step function, timed in rounds."""
+    """One model + optimizer + batch stream + step function; counts real tokens and busy seconds."""
 
-    def __init__(self, name, model, seqs, batches, use_ours: bool, cfg):
+    def __init__(self, name, model, seqs, batches, use_ours: bool, cfg, scan=None):
         import torch
 
         from dmlm.model.objective import make_optimizer
 
         self.name, self.model, self.seqs, self.batches, self.use_ours, self.cfg = name, model, seqs, batches, use_ours, cfg
+        self.scan = scan  # a Mamba selective scan to use instead of the installed one
         self.optimizer = make_optimizer(model, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr
         self.device = torch.device("cpu")
-        self.rates: list[float] = []
-        self.pad_fraction: list[float] = []
+        self.tokens = self.cells = 0
+        self.busy = 0.0
 
-    def run(self, steps: int, timed: bool) -> None:
+    def step(self, timed: bool = True) -> None:
         from dmlm.model.batches import collate
         from dmlm.model.objective import train_step
 
-        tokens = cells = 0
-        busy = 0.0
-        for _ in range(steps):
-            ids, w, _ = collate(self.seqs, next(self.batches))
-            t0 = time.perf_counter()
+        from transformers.models.mamba import modeling_mamba
+
+        ids, w, _ = collate(self.seqs, next(self.batches))
+        installed = modeling_mamba.mamba_selective_scan
+        modeling_mamba.mamba_selective_scan = self.scan or installed
+        t0 = time.perf_counter()
+        try:
             if self.use_ours:
                 train_step(self.model, self.optimizer, [(ids, w)], self.cfg.grad_clip, self.device)
             else:
                 plain_step(self.model, self.optimizer, ids, w, self.cfg.grad_clip)
-            busy += time.perf_counter() - t0
-            tokens += int((ids != self.seqs.pad).sum())
-            cells += ids.numel()
+        finally:
+            modeling_mamba.mamba_selective_scan = installed
         if timed:
-            self.rates.append(tokens / busy)
-            self.pad_fraction.append(1 - tokens / cells)
+            self.busy += time.perf_counter() - t0
+            self.tokens += int((ids != self.seqs.pad).sum())
+            self.cells += ids.numel()
 
     @property
     def rate(self) -> float:
-        return statistics.median(self.rates)
+        return self.tokens / self.busy
+
+    @property
+    def padding(self) -> float:
+        return 1 - self.tokens / self.cells
 
 
-def rounds(variants, args) -> None:
+def interleaved(variants, steps: int, warmup: int) -> None:
+    """Step every variant in turn (rotating who goes first), so that all see the same load."""
     for v in variants:
-        v.run(args.warmup, timed=False)
-    for r in range(args.rounds):
-        for v in variants:
-            v.run(args.steps, timed=True)
-        print(f"  round {r + 1}: " + ", ".join(f"{v.name} {v.rates[-1]:.0f}" for v in variants), file=sys.stderr)
+        for _ in range(warmup):
+            v.step(timed=False)
+    for s in range(steps):
+        k = s % len(variants)
+        for v in variants[k:] + variants[:k]:
+            v.step()
+        if (s + 1) % 10 == 0:
+            print(f"  {s + 1} steps: " + ", ".join(f"{v.name} {v.rate:.0f}" for v in variants), file=sys.stderr)
 
 
 def main() -> None:
@@ -163,9 +174,9 @@ def main() -> None:
     p.add_argument("--train-cond", default="mix-mix", help="audio condition of the training split")
     p.add_argument("--opt", default="opt-small", help="OPT backbone of --config")
     p.add_argument("--mamba", default="mamba-small", help="Mamba backbone of --config")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per round and variant")
+    p.add_argument("--steps", type=int, default=40, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--mambapy", action="store_true", help="also time Mamba on transformers' mambapy scan")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
@@ -205,17 +216,25 @@ def main() -> None:
     ]
     mamba_model, mamba_params = model_of(args.mamba)
     mamba = Variant(f"ours ({args.mamba})", mamba_model, seqs, bucketed_batches(seqs.lengths, bs, args.seed), True, cfg)
-    rounds([*variants, mamba], args)
+    extra = []
+    if args.mambapy:  # the same Mamba step on transformers' own scan with mambapy (what we replaced)
+        from dmlm.model import mamba_scan
+
+        batches = bucketed_batches(seqs.lengths, bs, args.seed)
+        extra = [Variant("mambapy scan", copy.deepcopy(mamba_model), seqs, batches, True, cfg, mamba_scan.reference())]
+    interleaved([*variants, mamba, *extra], args.steps, args.warmup)
 
     base = variants[0].rate
-    print(f"\n(1) training step, {args.opt} ({opt_params / 1e6:.2f}M parameters), median of {args.rounds} rounds x {args.steps} steps")
+    print(f"\n(1) training step, {args.opt} ({opt_params / 1e6:.2f}M parameters), {args.steps} interleaved steps each")
     print(f"{'variant':<18}{'real tokens/s':>14}{'padding':>9}{'vs plain':>10}")
     for v in variants:
-        print(f"{v.name:<18}{v.rate:>14.0f}{statistics.median(v.pad_fraction):>9.1%}{v.rate / base:>9.2f}x")
+        print(f"{v.name:<18}{v.rate:>14.0f}{v.padding:>9.1%}{v.rate / base:>9.2f}x")
     print(f"\n(3) Mamba vs OPT on the CPU, our step, equal size")
     print(f"{args.opt:<14}{opt_params / 1e6:>6.2f}M {variants[-1].rate:>8.0f} tokens/s")
     print(f"{args.mamba:<14}{mamba_params / 1e6:>6.2f}M {mamba.rate:>8.0f} tokens/s")
     print(f"OPT / Mamba: {variants[-1].rate / mamba.rate:.2f}x")
+    for v in extra:
+        print(f"{args.mamba} on transformers' scan with mambapy: {v.rate:.0f} tokens/s (ours {mamba.rate / v.rate:.2f}x faster)")
 
 
 if __name__ == "__main__":
