@@ -286,3 +286,17 @@ def test_mamba_model_uses_the_cpu_scan_and_matches_the_reference(tokenizer_json,
     assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
     for (name, p), q in zip(model.named_parameters(), ref_model.parameters()):
         assert torch.allclose(p.grad, q.grad, rtol=1e-3, atol=1e-5), name
+
+
+@pytest.mark.parametrize("tiny", [TINY, TINY_MAMBA], ids=["opt", "mamba"])
+def test_bf16_autocast_step_trains_on_the_cpu_too(tokenizer_json, data, tiny):
+    """The autocast path the GPU uses (also allowed on the CPU with precision: bf16): weights stay
+    fp32, the loss halves on a fixed batch."""
+    layout, seqs = _layout_and_seqs(tokenizer_json, data)
+    torch.manual_seed(0)
+    model = build_backbone(dict(tiny, hidden=64) if tiny is TINY_MAMBA else dict(tiny, hidden=64, ffn=128), layout.vocab_size, "t")
+    opt = make_optimizer(model, TrainConfig(lr=3e-3, weight_decay=0.0))
+    batch = [collate(seqs, list(range(8)))[:2]]
+    losses = [train_step(model, opt, batch, 1.0, torch.device("cpu"), "bf16") for _ in range(60)]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert losses[-1] < 0.5 * losses[0], losses[::10]

@@ -40,8 +40,8 @@ class _Scan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, delta, x, A, Bm, C):
         length, batch, channels = delta.shape
-        states = torch.empty(length, batch, channels, A.shape[1], dtype=delta.dtype)
-        y = torch.empty(length, batch, channels, 1, dtype=delta.dtype)
+        states = delta.new_empty(length, batch, channels, A.shape[1])
+        y = delta.new_empty(length, batch, channels, 1)
         dx = delta * x
         prev = None
         for s in range(0, length, CHUNK):
@@ -116,13 +116,14 @@ def selective_scan(
         dt = dt + delta_bias.float()[..., None]
     if delta_softplus:
         dt = F.softplus(dt)
-    y, last = _Scan.apply(
-        dt.permute(2, 0, 1).contiguous(),
-        hidden_states.float().permute(2, 0, 1).contiguous(),
-        A.float(),
-        B.float().permute(2, 0, 1).contiguous(),
-        C.float().permute(2, 0, 1).contiguous(),
-    )
+    with torch.autocast(hidden_states.device.type, enabled=False):  # fp32 throughout, as the reference
+        y, last = _Scan.apply(
+            dt.permute(2, 0, 1).contiguous(),
+            hidden_states.float().permute(2, 0, 1).contiguous(),
+            A.float(),
+            B.float().permute(2, 0, 1).contiguous(),
+            C.float().permute(2, 0, 1).contiguous(),
+        )
     out = y.permute(1, 2, 0)
     if D is not None:
         out = out + hidden_states.float() * D.float()[None, :, None]
