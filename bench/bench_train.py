@@ -13,7 +13,8 @@ Every variant trains a copy of the same initial model with the same AdamW, clipp
 threads and dtype (fp32 on the CPU) and reports tokens per second of real (non-pad) tokens:
 
 - ``plain``: the usual loop: batches of a plain shuffle, padded to their longest sequence,
-  ``model(input_ids).logits`` over every position, fp32 cross-entropy, weights applied afterwards;
+  ``model(input_ids).logits`` over every position, fp32 cross-entropy, weights applied afterwards
+  (no attention mask: right padding needs none; ``plain+mask`` passes the usual one);
 - ``plain+bucketing``: the same step on our length-bucketed batch order (``batches.BatchOrder``);
 - ``plain+selected``: shuffled batches, our step (``objective.train_step``: output layer and
   cross-entropy only where the loss weight is non-zero, i.e. not on padding);
@@ -73,12 +74,14 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1)
 
 
-def plain_step(model, optimizer, ids, w, grad_clip: float) -> float:
-    """The usual step: logits everywhere, fp32 cross-entropy, weighted afterwards."""
+def plain_step(model, optimizer, ids, w, grad_clip: float, mask: bool = False) -> float:
+    """The usual step: logits everywhere, fp32 cross-entropy, weighted afterwards (``mask``: with the
+    attention mask a padded batch usually carries; right padding does not need it)."""
     import torch
     import torch.nn.functional as F
 
-    logits = model(input_ids=ids, use_cache=False).logits[:, :-1]
+    extra = {"attention_mask": (ids != model.config.pad_token_id).long()} if mask else {}
+    logits = model(input_ids=ids, use_cache=False, **extra).logits[:, :-1]
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1), reduction="none")
     wt = w[:, 1:].reshape(-1)
     loss = (ce * wt).sum() / wt.sum()
@@ -110,13 +113,14 @@ def bucketed_batches(lengths, batch_size: int, seed: int):
 class Variant:
     """One model + optimizer + batch stream + step function; counts real tokens and busy seconds."""
 
-    def __init__(self, name, model, seqs, batches, use_ours: bool, cfg, scan=None):
+    def __init__(self, name, model, seqs, batches, use_ours: bool, cfg, scan=None, mask: bool = False):
         import torch
 
         from dmlm.model.objective import make_optimizer
 
         self.name, self.model, self.seqs, self.batches, self.use_ours, self.cfg = name, model, seqs, batches, use_ours, cfg
         self.scan = scan  # a Mamba selective scan to use instead of the installed one
+        self.mask = mask
         self.optimizer = make_optimizer(model, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr
@@ -138,7 +142,7 @@ class Variant:
             if self.use_ours:
                 train_step(self.model, self.optimizer, [(ids, w)], self.cfg.grad_clip, self.device)
             else:
-                plain_step(self.model, self.optimizer, ids, w, self.cfg.grad_clip)
+                plain_step(self.model, self.optimizer, ids, w, self.cfg.grad_clip, self.mask)
         finally:
             modeling_mamba.mamba_selective_scan = installed
         if timed:
@@ -210,6 +214,7 @@ def main() -> None:
     n, bs = len(seqs), cfg.batch_size
     variants = [
         Variant("plain", copy.deepcopy(opt_model), seqs, shuffled_batches(n, bs, args.seed), False, cfg),
+        Variant("plain+mask", copy.deepcopy(opt_model), seqs, shuffled_batches(n, bs, args.seed), False, cfg, mask=True),
         Variant("plain+bucketing", copy.deepcopy(opt_model), seqs, bucketed_batches(seqs.lengths, bs, args.seed), False, cfg),
         Variant("plain+selected", copy.deepcopy(opt_model), seqs, shuffled_batches(n, bs, args.seed), True, cfg),
         Variant("ours", copy.deepcopy(opt_model), seqs, bucketed_batches(seqs.lengths, bs, args.seed), True, cfg),
