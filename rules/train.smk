@@ -7,6 +7,10 @@ TRAIN_CODE = [
     "model/sequence.py",
     "model/backbone.py",
     "model/checkpoint.py",
+    "model/device.py",
+    "model/mamba_scan.py",
+    "model/objective.py",
+    "model/trainconfig.py",
     "model/train.py",
     "model/cli.py",
 ]

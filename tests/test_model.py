@@ -26,6 +26,9 @@ WORDS = ["[UNK]", "zero", "one", "two", "three", "four", "five", "plus", "minus"
 CODEBOOKS = {"audio": 16, "lips": 8, "image": 8}
 WEIGHTS = {"audio": 0.3, "lips": 0.5, "image": 0.5, "ocr": 0.5, "transcript": 1.0}
 TINY = {"family": "opt", "hidden": 32, "layers": 2, "heads": 2, "ffn": 64, "max_positions": 64, "dropout": 0.0}
+TINY_MAMBA = {"family": "mamba", "hidden": 32, "layers": 2, "state_size": 8, "expand": 2, "conv_kernel": 4}
+#: a slightly wider model of each family, for the tests that memorise data
+WIDE = {"opt": dict(TINY, hidden=64, ffn=128), "mamba": dict(TINY_MAMBA, hidden=64)}
 
 
 @pytest.fixture(scope="module")
@@ -109,12 +112,13 @@ def test_layout_and_assembled_sequence():
         assemble({**streams, "audio": np.array([16])}, layout, WEIGHTS)
 
 
-def test_tiny_opt_overfits_a_fixed_batch(tokenizer_json, data):
+@pytest.mark.parametrize("family", ["opt", "mamba"])
+def test_tiny_model_overfits_a_fixed_batch(tokenizer_json, data, family):
     layout = VocabLayout.from_tokenizer(["audio", "ocr"], CODEBOOKS, tokenizer_json)
     seqs = assemble_split({k: Ragged.load(p) for k, p in data["train"].items()}, layout, WEIGHTS)
     ids, w, _ = collate(seqs, np.arange(8))
     torch.manual_seed(0)
-    model = build_backbone(dict(TINY, hidden=64, ffn=128), layout.vocab_size, "tiny")
+    model = build_backbone(WIDE[family], layout.vocab_size, "tiny")
     cfg = TrainConfig(lr=3e-3, weight_decay=0.0)
     opt = make_optimizer(model, cfg)
     losses = []
@@ -181,15 +185,16 @@ def test_resume_is_exact(tokenizer_json, data, tmp_path, capsys):
     assert pd.read_csv(tmp_path / "c" / "train_log.tsv", sep="\t")["step"].tolist() == [0, 5, 10, 15, 20]
 
 
-@pytest.fixture(scope="module")
-def overfit(tokenizer_json, data, tmp_path_factory):
-    """A tiny model trained until it memorises 8 utterances (train = val)."""
+@pytest.fixture(scope="module", params=["opt", "mamba"])
+def overfit(tokenizer_json, data, tmp_path_factory, request):
+    """A tiny model of each family trained until it memorises 8 utterances (train = val)."""
     eight = {"train": data["val"], "val": data["val"]}
-    s = settings(backbone=dict(TINY, hidden=64, ffn=128))
+    s = settings(backbone=WIDE[request.param])
     s["training"].update(max_steps=150, batch_size=8, lr=1e-2, warmup_steps=10, eval_every=150, val_batches=1)
     out = tmp_path_factory.mktemp("overfit")
     train_run(s, eight, tokenizer_json, str(out))
-    model, layout, _ = checkpoint.load(out / "checkpoint.pt")
+    model, layout, saved = checkpoint.load(out / "checkpoint.pt")
+    assert saved["backbone"]["family"] == request.param == model.config.model_type
     streams = {k: Ragged.load(p) for k, p in data["val"].items()}
     return model, layout, streams
 
@@ -214,7 +219,8 @@ def test_batched_decoding_equals_unbatched(overfit):
         assert [h.tolist() for h in batched] == [h.tolist() for h in one]
     assert len({tuple(h.tolist()) for h in one}) > 1
     assert all(len(h) <= 12 for h in one)
-    # and the KV-cached decoder equals a plain full recompute per token
+    # and the cached decoder (OPT's keys/values, Mamba's recurrent state) equals a plain full
+    # recompute per token
     start, stop = layout.text_range
     for i in (0, 5):
         x = prompt({m: streams[m][i] for m in layout.modalities}, layout).tolist()
@@ -233,27 +239,59 @@ def test_batched_decoding_equals_unbatched(overfit):
         assert one[i].tolist() == ref
 
 
-def test_checkpoint_roundtrip_and_pretrained_folder(tmp_path):
+@pytest.mark.parametrize("tiny", [TINY, TINY_MAMBA], ids=["opt", "mamba"])
+def test_checkpoint_roundtrip_and_pretrained_folder(tmp_path, tiny):
+    family = tiny["family"]
     layout = VocabLayout(["audio"], CODEBOOKS, 10)
     torch.manual_seed(0)
-    model = build_backbone(TINY, layout.vocab_size, "tiny").eval()
-    checkpoint.save(tmp_path / "c.pt", model, layout, {"backbone": TINY})
+    model = build_backbone(tiny, layout.vocab_size, "tiny").eval()
+    checkpoint.save(tmp_path / "c.pt", model, layout, {"backbone": tiny})
     loaded, layout2, s = checkpoint.load(tmp_path / "c.pt")
     x = torch.tensor([[BOS, 4, 22, 23, 5, TEXT, 13]])
     with torch.no_grad():
         assert torch.equal(model(input_ids=x).logits, loaded(input_ids=x).logits)
-    assert layout2.to_dict() == layout.to_dict() and s == {"backbone": TINY}
+    assert layout2.to_dict() == layout.to_dict() and s == {"backbone": tiny}
+    assert type(loaded) is type(model) and loaded.config.model_type == family
 
     model.save_pretrained(tmp_path / "pre")
-    resized = build_backbone({"family": "opt", "pretrained": str(tmp_path / "pre")}, 80, "big")
+    resized = build_backbone({"family": family, "pretrained": str(tmp_path / "pre")}, 80, "big")
+    assert type(resized) is type(model)
     assert resized.get_input_embeddings().weight.shape[0] == 80
+    assert resized.get_output_embeddings().weight.shape[0] == 80
     assert torch.equal(resized.get_input_embeddings().weight[:54], model.get_input_embeddings().weight)
+    # the pretrained body is kept: same outputs on the old ids (new rows only widen the softmax)
+    with torch.no_grad():
+        assert torch.allclose(resized(input_ids=x).logits[..., :54], model(input_ids=x).logits, atol=1e-5)
     with pytest.raises(DmlmError, match=r"backbones\.big\.pretrained"):
-        build_backbone({"family": "opt", "pretrained": str(tmp_path / "nowhere")}, 80, "big")
+        build_backbone({"family": family, "pretrained": str(tmp_path / "nowhere")}, 80, "big")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "config.json").write_text("{not json")
     with pytest.raises(DmlmError, match=r"backbones\.big\.pretrained"):
-        build_backbone({"family": "opt", "pretrained": str(tmp_path / "bad")}, 80, "big")
+        build_backbone({"family": family, "pretrained": str(tmp_path / "bad")}, 80, "big")
+    other = "mamba" if family == "opt" else "opt"  # a folder of the other family
+    with pytest.raises(DmlmError, match=r"backbones\.big\.pretrained"):
+        build_backbone({"family": other, "pretrained": str(tmp_path / "pre")}, 80, "big")
+
+
+def test_mamba_length_policy(tokenizer_json, data, tmp_path):
+    """No position table: no limit unless max_positions is set, which is then enforced like OPT's."""
+    from dmlm.model.backbone import max_positions, model_max_positions
+
+    layout = VocabLayout(["audio"], CODEBOOKS, 10)
+    free = build_backbone(TINY_MAMBA, layout.vocab_size, "m")
+    assert max_positions(TINY_MAMBA) is None and model_max_positions(free) is None
+    capped = build_backbone(dict(TINY_MAMBA, max_positions=40), layout.vocab_size, "m")
+    assert max_positions(dict(TINY_MAMBA, max_positions=40)) == 40 == model_max_positions(capped)
+    checkpoint.save(tmp_path / "c.pt", capped, layout, {"backbone": TINY_MAMBA})
+    assert model_max_positions(checkpoint.load(tmp_path / "c.pt")[0]) == 40
+    # 300 positions: more than any limit above, fine without one
+    with torch.no_grad():
+        assert free(input_ids=torch.randint(12, 54, (1, 300))).logits.shape == (1, 300, 54)
+    with pytest.raises(DmlmError, match=r"backbones\.m\.max_positions.*\d+ tokens"):
+        train_run(settings(backbone=dict(TINY_MAMBA, max_positions=12), backbone_name="m"), data, tokenizer_json, str(tmp_path / "r"))
+    with pytest.raises(DmlmError, match=r"backbones\.m\.dropout"):
+        train_run(settings(backbone=dict(TINY_MAMBA, dropout=0.1), backbone_name="m"), data, tokenizer_json, str(tmp_path / "r"))
+    assert not (tmp_path / "r").exists()
 
 
 def test_bad_settings_fail_before_any_work(tokenizer_json, data, tmp_path):

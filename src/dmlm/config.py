@@ -79,7 +79,7 @@ def check_references(config: dict) -> None:
                 f"set of the study has both (A+L); every run would be the blocked one"
             )
     for name, backbone in config["backbones"].items():
-        if backbone["hidden"] % backbone["heads"]:
+        if "heads" in backbone and backbone["hidden"] % backbone["heads"]:  # OPT only (Mamba has no heads)
             problems.append(
                 f"config key backbones.{name}.heads: hidden size {backbone['hidden']} is not "
                 f"divisible by {backbone['heads']} heads"

@@ -1,15 +1,32 @@
 """Backbones: a registry of model families, each building a transformers causal LM.
 
 ``settings`` is one entry of the config's ``backbones`` section, e.g.
-``{family: opt, hidden: 192, layers: 4, heads: 4, ffn: 768, max_positions: 1024, dropout: 0.1}``,
+``{family: opt, hidden: 192, layers: 4, heads: 4, ffn: 768, max_positions: 1024, dropout: 0.1}`` or
+``{family: mamba, hidden: 192, layers: 8, state_size: 16, expand: 2, conv_kernel: 4}``,
 optionally with ``pretrained: <local folder>`` (a ``save_pretrained`` folder of that family; its
 architecture, dropout and weights are used and its token embeddings are resized to the run's
 vocabulary; the other keys are then ignored). A pretrained backbone reads text through its own
 tokenizer (the folder's ``tokenizer.json``) and uses the native vocabulary layout
 (``vocab_layout``): its text ids and embedding rows are kept, the run's other tokens appended.
 
-A new family (e.g. Mamba) registers a ``Family`` with ``build`` (settings, vocab_size, name,
-specials) -> model, and the config/model classes that ``checkpoint.load`` uses to rebuild a saved model.
+Families:
+
+- ``opt``: transformers' OPT (the paper's OPT-125M: hidden 768, 12 layers, 12 heads, ffn 3072),
+  SDPA attention. Learned absolute positions: ``max_positions`` is the size of its position table
+  and a hard limit.
+- ``mamba``: transformers' Mamba (the paper's Mamba-130M: hidden 768, 24 layers, state 16, expand 2,
+  conv 4). On CUDA with ``mamba-ssm`` and ``causal-conv1d`` installed transformers runs their
+  kernels; elsewhere its PyTorch path, with the selective scan of ``dmlm.model.mamba_scan`` (a
+  sequential scan with a hand-written backward; transformers' own reference scan has a quadratic
+  backward, and mambapy's parallel scan, ``use_mambapy``, kept on as the fallback, was measured
+  slower on the CPU). Length policy: Mamba has no position table, so it has no intrinsic limit. An optional
+  ``max_positions`` sets one (kept in the model config as ``max_position_embeddings`` and enforced
+  like OPT's: longer sequences are an error, never truncated); without it any length is accepted,
+  bounded only by memory and time.
+
+A family registers a ``Family`` with ``build`` (settings, vocab_size, name, specials) -> model, the
+config/model classes that ``checkpoint.load`` uses to rebuild a saved model, and whether its
+decoder takes position ids (``positional``).
 """
 
 from __future__ import annotations
@@ -27,7 +44,8 @@ class Family:
     build: Callable  # (settings: dict, vocab_size: int, name: str, specials: dict) -> torch.nn.Module
     config_class: Callable  # () -> transformers config class
     model_class: Callable  # () -> transformers model class
-    max_positions: Callable  # (model) -> int
+    model_type: str  # transformers' config.model_type of the family's models
+    positional: bool  # True: the model takes position_ids and an attention mask at every decoding step
 
 
 def _need(settings: dict, key: str, name: str, kind=int, positive=True):
@@ -50,20 +68,37 @@ def _pretrained_folder(settings: dict, name: str) -> Path:
     return path
 
 
+def _load_pretrained(model_class, what: str, settings: dict, vocab_size: int, name: str, specials: dict, **kw):
+    """A ``save_pretrained`` folder's model, its token embeddings resized to ``vocab_size``."""
+    import json
+
+    path = _pretrained_folder(settings, name)
+    family = settings.get("family")
+    try:
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError) as err:
+        raise DmlmError(f"backbones.{name}.pretrained: cannot read {path / 'config.json'}: {err}") from err
+    if model_type != FAMILIES[family].model_type:
+        # transformers would load the weights it recognises and initialise the rest at random
+        raise DmlmError(
+            f"backbones.{name}.pretrained: {path} holds a {model_type!r} model, not one of family {family!r}"
+        )
+    try:
+        model = model_class.from_pretrained(str(path), local_files_only=True, **kw)
+    except Exception as err:  # malformed config or weights, or another family's folder
+        raise DmlmError(f"backbones.{name}.pretrained: cannot load {what} model from {path}: {err}") from err
+    model.resize_token_embeddings(vocab_size)
+    model.config.pad_token_id, model.config.bos_token_id = specials["pad"], specials["bos"]
+    model.config.eos_token_id = specials["eos"]
+    model.get_input_embeddings().padding_idx = specials["pad"]
+    return model
+
+
 def _build_opt(settings: dict, vocab_size: int, name: str, specials: dict):
     from transformers import OPTConfig, OPTForCausalLM
 
     if settings.get("pretrained"):
-        path = _pretrained_folder(settings, name)
-        try:
-            model = OPTForCausalLM.from_pretrained(str(path), local_files_only=True)
-        except Exception as err:  # malformed config or weights
-            raise DmlmError(f"backbones.{name}.pretrained: cannot load an OPT model from {path}: {err}") from err
-        model.resize_token_embeddings(vocab_size)
-        model.config.pad_token_id, model.config.bos_token_id = specials["pad"], specials["bos"]
-        model.config.eos_token_id = specials["eos"]
-        model.model.decoder.embed_tokens.padding_idx = specials["pad"]
-        return model
+        return _load_pretrained(OPTForCausalLM, "an OPT", settings, vocab_size, name, specials, attn_implementation="sdpa")
 
     hidden = _need(settings, "hidden", name)
     heads = _need(settings, "heads", name)
@@ -85,6 +120,7 @@ def _build_opt(settings: dict, vocab_size: int, name: str, specials: dict):
         pad_token_id=specials["pad"],
         bos_token_id=specials["bos"],
         eos_token_id=specials["eos"],
+        attn_implementation="sdpa",  # torch's fused attention (flash / memory-efficient kernels on CUDA)
     )
     return OPTForCausalLM(config)
 
@@ -101,8 +137,56 @@ def _opt_model():
     return OPTForCausalLM
 
 
+def _build_mamba(settings: dict, vocab_size: int, name: str, specials: dict):
+    from transformers import MambaConfig
+
+    MambaForCausalLM = _mamba_model()
+    limit = _need(settings, "max_positions", name) if settings.get("max_positions") is not None else None
+    if settings.get("pretrained"):
+        model = _load_pretrained(MambaForCausalLM, "a Mamba", settings, vocab_size, name, specials)
+        model.config.use_mambapy = True
+        for layer in model.backbone.layers:
+            layer.mixer.use_mambapy = True
+        if limit is not None:
+            model.config.max_position_embeddings = limit
+        return model
+    if "dropout" in settings:
+        raise DmlmError(f"backbones.{name}.dropout: the mamba family has no dropout; remove the key")
+    config = MambaConfig(
+        vocab_size=vocab_size,
+        hidden_size=_need(settings, "hidden", name),
+        num_hidden_layers=_need(settings, "layers", name),
+        state_size=_need(settings, "state_size", name),
+        expand=_need(settings, "expand", name),
+        conv_kernel=_need(settings, "conv_kernel", name),
+        use_mambapy=True,  # mambapy's parallel scan where the mamba-ssm kernels are absent
+        pad_token_id=specials["pad"],
+        bos_token_id=specials["bos"],
+        eos_token_id=specials["eos"],
+    )
+    if limit is not None:
+        config.max_position_embeddings = limit  # saved with the config; see the module's length policy
+    return MambaForCausalLM(config)
+
+
+def _mamba_config():
+    from transformers import MambaConfig
+
+    return MambaConfig
+
+
+def _mamba_model():
+    from transformers import MambaForCausalLM
+
+    from dmlm.model import mamba_scan
+
+    mamba_scan.install()  # our CPU scan, unless mamba-ssm's kernels are installed
+    return MambaForCausalLM
+
+
 FAMILIES: dict[str, Family] = {
-    "opt": Family(_build_opt, _opt_config, _opt_model, lambda m: int(m.config.max_position_embeddings)),
+    "opt": Family(_build_opt, _opt_config, _opt_model, "opt", positional=True),
+    "mamba": Family(_build_mamba, _mamba_config, _mamba_model, "mamba", positional=False),
 }
 
 
@@ -110,6 +194,20 @@ def get_family(family: str, name: str = "?") -> Family:
     if family not in FAMILIES:
         raise DmlmError(f"backbones.{name}.family: unknown family {family!r} (known: {', '.join(FAMILIES)})")
     return FAMILIES[family]
+
+
+def family_of(model) -> Family:
+    """The registered family of a built model (by its config's ``model_type``)."""
+    for family in FAMILIES.values():
+        if family.model_type == model.config.model_type:
+            return family
+    raise DmlmError(f"no backbone family for a {model.config.model_type!r} model")
+
+
+def model_max_positions(model) -> int | None:
+    """The longest sequence a built model takes (None: no limit, e.g. Mamba without max_positions)."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    return None if limit is None else int(limit)
 
 
 def build_backbone(settings: dict, vocab_size: int, name: str = "?", layout: VocabLayout | None = None):
@@ -151,10 +249,12 @@ def vocab_layout(settings: dict, modalities, codebooks: dict, tokenizer_json, na
     return VocabLayout.from_tokenizer(modalities, codebooks, tokenizer_json, native)
 
 
-def max_positions(settings: dict, model=None, name: str = "?") -> int:
-    """The longest sequence the backbone takes: from the built model when given (a pretrained
-    folder decides), else from ``settings["max_positions"]``."""
+def max_positions(settings: dict, model=None, name: str = "?") -> int | None:
+    """The longest sequence the backbone takes (None: no limit): from the built model when given
+    (a pretrained OPT folder decides), else from ``settings["max_positions"]`` (optional for Mamba)."""
     family = get_family(settings.get("family"), name)
     if model is not None:
-        return family.max_positions(model)
+        return model_max_positions(model)
+    if not family.positional and settings.get("max_positions") is None:
+        return None
     return _need(settings, "max_positions", name)

@@ -2,7 +2,8 @@
 
 Contents (a plain dict, loadable with ``torch.load(weights_only=True)``): ``format``, ``family``,
 ``config`` (the transformers config as JSON text), ``state_dict``, ``layout``
-(``VocabLayout.to_dict()``) and ``settings`` (the run's settings). The model is rebuilt from the
+(``VocabLayout.to_dict()``), ``settings`` (the run's settings) and ``training`` (which evaluation
+the weights come from, e.g. ``{best_step, metric, value, last_step}``; empty when not given). The model is rebuilt from the
 config with the family's transformers classes; no pretrained folder is needed at load time.
 """
 
@@ -19,7 +20,7 @@ from dmlm.storage import atomic_path
 FORMAT = "dmlm-checkpoint-1"
 
 
-def save(path, model, layout: VocabLayout, settings: dict) -> None:
+def save(path, model, layout: VocabLayout, settings: dict, training: dict | None = None) -> None:
     import torch
 
     family = settings.get("backbone", {}).get("family", "opt")
@@ -30,13 +31,14 @@ def save(path, model, layout: VocabLayout, settings: dict) -> None:
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "layout": layout.to_dict(),
         "settings": json.loads(json.dumps(settings)),
+        "training": json.loads(json.dumps(training or {})),
     }
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)
 
 
-def load(path):
-    """(model in eval mode on CPU, layout, settings) of a checkpoint written by ``save``."""
+def load(path, device: str = "cpu"):
+    """(model in eval mode on ``device``, layout, settings) of a checkpoint written by ``save``."""
     import torch
 
     path = Path(path)
@@ -52,5 +54,5 @@ def load(path):
     config = family.config_class().from_dict(json.loads(blob["config"]))
     model = family.model_class()(config)
     model.load_state_dict(blob["state_dict"])
-    model.eval()
+    model.to(device).eval()
     return model, VocabLayout.from_dict(blob["layout"]), blob["settings"]

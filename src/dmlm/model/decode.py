@@ -1,10 +1,14 @@
 """Greedy transcription: prompt ``<bos> [<m> ... </m>]... <text>``, then argmax over text ids and
 ``</s>`` until ``</s>`` (``layout.output_mask``: never ``<pad>`` or ``<bos>``).
 
-Batches are left-padded (an attention mask hides the pads) with explicit position ids, so each row
-sees exactly the positions 0, 1, ... it saw in training; the KV cache makes each new token one
-small forward. Utterances are decoded in order of prompt length (little padding) and returned in
-their original order.
+Batches are left-padded. OPT (a positional family): an attention mask hides the pads and explicit
+position ids give each row exactly the positions 0, 1, ... it saw in training; the KV cache makes
+each new token one small forward. Mamba: the mask zeroes the pads' inputs in the prompt pass, so the
+recurrent state of every row starts from zero at its first real token, exactly as without padding;
+each new token then updates the cached recurrent and convolution states (no mask needed). Either
+way a row's transcript does not depend on the batch it is decoded in. Utterances are decoded in
+order of prompt length (little padding) and returned in their original order. The model decodes
+on the device it is on.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from dmlm.errors import DmlmError
+from dmlm.model.backbone import family_of, model_max_positions
 from dmlm.model.sequence import input_streams, prompt
 from dmlm.model.vocab import VocabLayout
 
@@ -41,8 +46,8 @@ def greedy_decode(
 
     ``streams`` maps each modality of ``layout`` to a ragged array (or list) of its ids; other
     entries (e.g. ``transcript``) are ignored. At most ``max_new_tokens`` tokens are generated per
-    utterance (``</s>`` counted), and never more than the backbone's ``max_position_embeddings``
-    allows."""
+    utterance (``</s>`` counted), and never more than the backbone's ``max_positions`` allows (no
+    limit for a Mamba without one)."""
     import torch
     from tqdm import tqdm
 
@@ -58,7 +63,10 @@ def greedy_decode(
         raise DmlmError(f"batch_size and max_new_tokens must be positive, got {batch_size}, {max_new_tokens}")
     prompts = [prompt({m: streams[m][i] for m in names}, layout) for i in range(n)]
     lengths = np.array([len(p) for p in prompts], dtype=np.int64)
-    limit = int(model.config.max_position_embeddings)
+    limit = model_max_positions(model)
+    positional = family_of(model).positional
+    if limit is None:  # no position table: only max_new_tokens bounds the output
+        limit = int(lengths.max(initial=0)) + max_new_tokens + 1
     if n and lengths.max() >= limit:
         i = int(np.argmax(lengths))
         raise DmlmError(
@@ -69,7 +77,8 @@ def greedy_decode(
     vocab = model.get_output_embeddings().weight.shape[0]
     if vocab != layout.vocab_size:
         raise DmlmError(f"the model has {vocab} output ids but its vocabulary layout {layout.vocab_size}")
-    banned = ~torch.from_numpy(layout.output_mask())
+    device = next(model.parameters()).device
+    banned = (~torch.from_numpy(layout.output_mask())).to(device)
     eos, pad = layout.eos, layout.pad
     cache_kw = _cache_kwarg(model)
 
@@ -86,13 +95,15 @@ def greedy_decode(
             for r, i in enumerate(idx):
                 ids[r, width - lengths[i] :] = torch.from_numpy(prompts[i])
                 mask[r, width - lengths[i] :] = 1
+            ids, mask = ids.to(device), mask.to(device)
             positions = (mask.cumsum(1) - 1).clamp_min(0)
-            cap = torch.from_numpy(np.minimum(max_new_tokens, limit - lengths[idx]))
-            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+            cap = torch.from_numpy(np.minimum(max_new_tokens, limit - lengths[idx])).to(device)
+            extra = {"position_ids": positions} if positional else {}
+            out = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1, **extra)
             next_pos = positions[:, -1] + 1
-            generated = torch.zeros((rows, int(cap.max())), dtype=torch.long)
-            n_out = torch.zeros(rows, dtype=torch.long)  # tokens produced (</s> included)
-            done = torch.zeros(rows, dtype=torch.bool)
+            generated = torch.zeros((rows, int(cap.max())), dtype=torch.long, device=device)
+            n_out = torch.zeros(rows, dtype=torch.long, device=device)  # tokens produced (</s> included)
+            done = torch.zeros(rows, dtype=torch.bool, device=device)
             for t in range(int(cap.max())):
                 logits = out.logits[:, -1].float().masked_fill(banned, float("-inf"))
                 token = logits.argmax(-1)
@@ -102,15 +113,12 @@ def greedy_decode(
                 done |= (token == eos) | (n_out >= cap)
                 if bool(done.all()):
                     break
-                mask = torch.cat([mask, torch.ones((rows, 1), dtype=torch.long)], dim=1)
-                out = model(
-                    input_ids=token[:, None],
-                    attention_mask=mask,
-                    position_ids=next_pos.clamp_max(limit - 1)[:, None],
-                    use_cache=True,
-                    **{cache_kw: _cache_of(out)},
-                )
+                if positional:
+                    mask = torch.cat([mask, torch.ones((rows, 1), dtype=torch.long, device=device)], dim=1)
+                    extra = {"attention_mask": mask, "position_ids": next_pos.clamp_max(limit - 1)[:, None]}
+                out = model(input_ids=token[:, None], use_cache=True, **extra, **{cache_kw: _cache_of(out)})
                 next_pos += 1
+            generated, n_out = generated.cpu(), n_out.cpu()
             for r, i in enumerate(idx):
                 seq = generated[r, : n_out[r]].numpy()
                 if len(seq) and seq[-1] == eos:

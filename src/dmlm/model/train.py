@@ -1,9 +1,15 @@
-"""Train one DMLM run: assembled multimodal sequences -> a small causal LM (nanoGPT-style loop).
+"""Train one DMLM run: assembled multimodal sequences -> a causal LM (nanoGPT-style loop).
 
 ``train_run`` reads ragged token streams, assembles every utterance (``batches``, ``sequence.assemble``),
 checks lengths against the backbone, and trains with AdamW, linear warm-up then cosine decay to
-``min_lr_ratio * lr``, and gradient clipping. The loss of a batch is
-``sum(weight * CE) / sum(weight)`` over its target positions (padding weighs 0).
+``min_lr_ratio * lr``, gradient clipping and accumulation (``objective.train_step``), on the
+configured device and precision (``device``), in length-bucketed batches (``batches.BatchOrder``).
+The loss of a batch is ``sum(weight * CE) / sum(weight)`` over its target positions (padding
+weighs 0). The recipe is ``training`` (``trainconfig.TrainConfig``).
+
+Validation every ``eval_every`` steps tracks the best ``early_stop_metric``; with
+``early_stop_patience`` > 0 training stops after that many evaluations in a row without a better
+one. The final checkpoint always holds the weights of the best evaluation.
 
 Files in ``out_dir``:
 
@@ -13,11 +19,12 @@ Files in ``out_dir``:
   ``tokens_per_s`` (non-pad tokens per second of training since the previous row) and
   ``elapsed_s`` (wall time, summed over resumed attempts).
 - ``state/last.pt``: written every ``eval_every`` steps (model, optimizer, step, RNG states, data
-  position, log rows). A rerun with the same settings and data resumes from it, bit-exactly: the
-  batch order is a pure function of (seed, step) and all RNG states are restored. A state from
-  other settings or data is ignored (a note goes to stderr). It is deleted once
+  position, log rows, the best evaluation so far with its weights and the early-stopping count).
+  A rerun with the same settings and data resumes from it, bit-exactly on the CPU: the batch order
+  is a pure function of (seed, step), the schedule of the step, and all RNG states are restored.
+  A state from other settings or data is ignored (a note goes to stderr). It is deleted once
   ``checkpoint.pt`` is written.
-- ``checkpoint.pt``: the final model (``checkpoint.save``).
+- ``checkpoint.pt``: the best model (``checkpoint.save``; its ``training`` entry names the step).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -45,66 +52,28 @@ from dmlm.model.batches import (
     load_streams,
     val_batches,
 )
+from dmlm.model.device import check_family_device, resolve_device, resolve_precision
+from dmlm.model.objective import evaluate, make_optimizer, token_losses, train_step, weighted_loss
 from dmlm.model.sequence import SequenceSettings, arranged, check_lengths, loss_variant, sequence_length
+from dmlm.model.trainconfig import TrainConfig
 from dmlm.model.vocab import VocabLayout
 from dmlm.storage import Ragged, atomic_path, write_table
 
-STATE_FORMAT = "dmlm-train-state-1"
+__all__ = [
+    "TrainConfig",
+    "Sequences",
+    "assemble_split",
+    "collate",
+    "evaluate",
+    "make_optimizer",
+    "token_losses",
+    "train_step",
+    "train_run",
+    "weighted_loss",
+]
+
+STATE_FORMAT = "dmlm-train-state-2"
 LOG_COLUMNS = ["step", "train_loss", "val_loss", "val_transcript_loss", "lr", "tokens_per_s", "elapsed_s"]
-
-
-@dataclass
-class TrainConfig:
-    max_steps: int = 1200
-    batch_size: int = 8
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 100
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0  # 0 turns clipping off
-    eval_every: int = 100
-    val_batches: int = 8
-    seed: int = 0
-
-    @classmethod
-    def from_settings(cls, training: dict, seed: int) -> "TrainConfig":
-        """From the config's ``training`` section (every key but ``seed`` required) and the run seed."""
-        names = {f.name for f in fields(cls)} - {"seed"}
-        values = {}
-        for key in training:
-            if key not in names:
-                raise DmlmError(f"training.{key}: unknown key")
-        for f in fields(cls):
-            if f.name == "seed":
-                continue
-            if f.name not in training:
-                raise DmlmError(f"training.{f.name} is missing")
-            kind = int if f.type in ("int", int) else float
-            try:
-                value = kind(training[f.name])
-            except (TypeError, ValueError):
-                raise DmlmError(f"training.{f.name}: expected a number, got {training[f.name]!r}") from None
-            if kind is int and value != training[f.name]:
-                raise DmlmError(f"training.{f.name}: expected an integer, got {training[f.name]!r}")
-            values[f.name] = value
-        cfg = cls(**values, seed=int(seed))
-        for key in ("max_steps", "batch_size", "eval_every", "val_batches", "lr"):
-            if not getattr(cfg, key) > 0:
-                raise DmlmError(f"training.{key} must be positive, got {getattr(cfg, key)}")
-        for key in ("warmup_steps", "weight_decay", "grad_clip"):
-            if not getattr(cfg, key) >= 0:
-                raise DmlmError(f"training.{key} must be >= 0, got {getattr(cfg, key)}")
-        if not 0.0 <= cfg.min_lr_ratio <= 1.0:
-            raise DmlmError(f"training.min_lr_ratio must be in [0, 1], got {cfg.min_lr_ratio}")
-        return cfg
-
-    def lr_at(self, step: int) -> float:
-        """Learning rate of (1-based) ``step``: linear warm-up, then cosine to min_lr_ratio * lr."""
-        if step <= self.warmup_steps:
-            return self.lr * step / self.warmup_steps
-        min_lr = self.lr * self.min_lr_ratio
-        ratio = (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps)
-        return min_lr + 0.5 * (1.0 + math.cos(math.pi * min(1.0, ratio))) * (self.lr - min_lr)
 
 
 # -- settings ---------------------------------------------------------------------------------
@@ -147,64 +116,14 @@ def _fingerprint(settings: dict, streams: dict[str, dict[str, Ragged]], layout: 
     return h.hexdigest()
 
 
-def token_losses(model, input_ids):
-    """Cross-entropy of every target position (B, L-1): position t predicts input_ids[:, t+1].
-
-    Right padding needs no attention mask: causal attention never lets a real token see the pads
-    after it, and OPT's positions 0..L-1 are then right for every row."""
-    import torch.nn.functional as F
-
-    logits = model(input_ids=input_ids).logits[:, :-1]
-    targets = input_ids[:, 1:]
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none")
-    return ce.view(targets.shape)
-
-
-def weighted_loss(model, input_ids, weights):
-    ce = token_losses(model, input_ids)
-    w = weights[:, 1:]
-    return (ce * w).sum() / w.sum().clamp_min(1e-12)
-
-
-def evaluate(model, seqs: Sequences, batches) -> tuple[float, float]:
-    """(weighted loss, transcript-only loss) summed over ``batches`` (token-weighted)."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    wsum = wtot = tsum = tcount = 0.0
-    with torch.no_grad():
-        for idx in batches:
-            ids, w, text = collate(seqs, idx)
-            ce = token_losses(model, ids)
-            w, text = w[:, 1:], text[:, 1:]
-            wsum += float((ce * w).sum())
-            wtot += float(w.sum())
-            tsum += float((ce * text).sum())
-            tcount += float(text.sum())
-    model.train(was_training)
-    return wsum / max(wtot, 1e-12), tsum / max(tcount, 1.0)
-
-
-def make_optimizer(model, cfg: TrainConfig):
-    """AdamW; no weight decay on biases, LayerNorms and embeddings (token + position)."""
-    import torch
-
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.dim() < 2 or "embed" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
-
-
 # -- state ------------------------------------------------------------------------------------
 def _save_state(path: Path, **state) -> None:
     import torch
 
     state = {"format": STATE_FORMAT, **state}
     state["rng"] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -245,7 +164,8 @@ def train_run(
     and ``"transcript"``. ``tokenizer_json``: the run's text tokenizer (the backbone's own for a
     pretrained backbone, whose native vocabulary layout the run then uses; see
     ``backbone.vocab_layout``). ``stop_after_step`` returns after that step as if the job were killed
-    there (state only as of the last save); used to test resuming.
+    there (state only as of the last save); used to test resuming. ``threads``: torch's CPU threads
+    (the Snakemake rule's ``threads``).
     """
     import torch
     from tqdm import tqdm
@@ -265,6 +185,9 @@ def train_run(
     # sequence assembly: layout, over-length policy, loss-weight variant (dmlm.model.sequence)
     seq_cfg = SequenceSettings.from_settings(settings.get("sequence"))
     variant = loss_variant(settings["loss_weights"], str(settings.get("loss_weights_name", "<set>")))
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    check_family_device(backbone_settings.get("family"), device, backbone_name)
     for split in ("train", "val"):
         if split not in streams:
             raise DmlmError(f"no {split} streams given")
@@ -273,8 +196,8 @@ def train_run(
     )
     layout = arranged(layout, seq_cfg.layout)
     ragged = {split: load_streams(split, streams[split], layout) for split in ("train", "val")}
-    if not backbone_settings.get("pretrained"):
-        limit = backbones.max_positions(backbone_settings, name=backbone_name)
+    limit = None if backbone_settings.get("pretrained") else backbones.max_positions(backbone_settings, name=backbone_name)
+    if limit is not None:  # None: a pretrained folder decides (checked below), or Mamba without a limit
         for split, rs in ragged.items():
             lengths = sequence_length({k: r.lengths() for k, r in rs.items()}, layout)
             check_lengths(lengths, limit, backbone_name, f"the {split} split", seq_cfg.over_length)
@@ -292,21 +215,25 @@ def train_run(
     random.seed(cfg.seed)
     model = backbones.build_backbone(backbone_settings, layout.vocab_size, backbone_name, layout)
     limit = backbones.max_positions(backbone_settings, model, backbone_name)
-    train = fit_to_length(train, limit, backbone_name, "train", seq_cfg.over_length)
-    val = fit_to_length(val, limit, backbone_name, "val", seq_cfg.over_length)
-    model.train()
+    if limit is not None:  # None: Mamba without a configured limit
+        train = fit_to_length(train, limit, backbone_name, "train", seq_cfg.over_length)
+        val = fit_to_length(val, limit, backbone_name, "val", seq_cfg.over_length)
+    model.to(device).train()
     optimizer = make_optimizer(model, cfg)
     order = BatchOrder(train.lengths, cfg.batch_size, cfg.seed)
     fixed_val = val_batches(val.lengths, cfg.batch_size, cfg.val_batches, cfg.seed)
 
     rows: list[dict] = []
+    best = None  # {"step", "metric", "bad" (evaluations since), "model" (CPU weights)}
     step, elapsed = 0, 0.0
     state = _load_state(state_path, fingerprint)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        step, elapsed, rows = state["step"], state["elapsed_s"], state["log"]
+        step, elapsed, rows, best = state["step"], state["elapsed_s"], state["log"], state["best"]
         torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
         print(f"dmlm train: resuming {out} after step {step}", file=sys.stderr)
@@ -314,7 +241,8 @@ def train_run(
     t_start = time.perf_counter() - elapsed
 
     def log(step, train_loss, lr, tokens_per_s):
-        val_loss, val_text = evaluate(model, val, fixed_val)
+        nonlocal best
+        val_loss, val_text = evaluate(model, val, fixed_val, device, precision)
         rows.append(
             {
                 "step": step,
@@ -327,35 +255,48 @@ def train_run(
             }
         )
         write_table(log_path, [{k: r[k] for k in LOG_COLUMNS} for r in rows])
+        metric = rows[-1][cfg.early_stop_metric]
+        if best is None or metric < best["metric"]:
+            weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            best = {"step": step, "metric": metric, "bad": 0, "model": weights}
+        else:
+            best["bad"] += 1
         return rows[-1]
 
     if step == 0:
         log(0, float("nan"), 0.0, float("nan"))
 
+    print(
+        f"dmlm train: {out.name} on {device.type} ({precision}), steps {step + 1}..{cfg.max_steps}, "
+        f"{cfg.grad_accum} x {cfg.batch_size} sequences a step",
+        file=sys.stderr,
+    )
     loss_sum, loss_n, tokens, busy = 0.0, 0, 0, 0.0
+    stopped_early, first = False, True
     bar = tqdm(total=cfg.max_steps, initial=step, desc=f"train {out.name}", file=sys.stderr, mininterval=2.0)
-    while step < cfg.max_steps:
+    while step < cfg.max_steps and not stopped_early:
         step += 1
         lr = cfg.lr_at(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        ids, w, _ = collate(train, order.batch(step))
+        micro = []
+        for k in range(cfg.grad_accum):
+            ids, w, _ = collate(train, order.batch((step - 1) * cfg.grad_accum + k + 1))
+            micro.append((ids, w))
+            tokens += int((ids != layout.pad).sum())
         t0 = time.perf_counter()
-        loss = weighted_loss(model, ids, w)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise DmlmError(f"training diverged at step {step} (loss {loss_value}); lower training.lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        try:
+            loss_value = train_step(model, optimizer, micro, cfg.grad_clip, device, precision)
+        except DmlmError as err:
+            raise DmlmError(f"step {step}: {err}") from None
         busy += time.perf_counter() - t0
         loss_sum += loss_value
         loss_n += 1
-        tokens += int((ids != layout.pad).sum())
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", refresh=False)
+        if first:  # what a resumed attempt did first (the resume test reads it)
+            bar.write(f"dmlm train: first step of this attempt: {step}", file=sys.stderr)
+            first = False
 
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             row = log(step, loss_sum / loss_n, lr, round(tokens / max(busy, 1e-9), 1))
@@ -365,7 +306,8 @@ def train_run(
                 file=sys.stderr,
             )
             loss_sum, loss_n, tokens, busy = 0.0, 0, 0, 0.0
-            epoch, index = order.position(step + 1)
+            stopped_early = 0 < cfg.early_stop_patience <= best["bad"]
+            epoch, index = order.position(step * cfg.grad_accum + 1)
             _save_state(
                 state_path,
                 fingerprint=fingerprint,
@@ -374,6 +316,7 @@ def train_run(
                 optimizer=optimizer.state_dict(),
                 data_position={"epoch": epoch, "batch": index},
                 log=rows,
+                best=best,
                 elapsed_s=time.perf_counter() - t_start,
                 config=asdict(cfg),
             )
@@ -382,7 +325,19 @@ def train_run(
             return None
     bar.close()
 
+    if stopped_early:
+        print(
+            f"dmlm train: early stop after step {step}: no better {cfg.early_stop_metric} in "
+            f"{best['bad']} evaluations",
+            file=sys.stderr,
+        )
+    print(
+        f"dmlm train: checkpoint = step {best['step']} ({cfg.early_stop_metric} {best['metric']:.4f})",
+        file=sys.stderr,
+    )
+    model.load_state_dict(best["model"])
     model.eval()
-    checkpoint.save(out / "checkpoint.pt", model, layout, settings)
+    summary = {"best_step": best["step"], "metric": cfg.early_stop_metric, "value": best["metric"], "last_step": step}
+    checkpoint.save(out / "checkpoint.pt", model, layout, settings, training=summary)
     state_path.unlink(missing_ok=True)
     return rows[-1]

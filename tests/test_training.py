@@ -1,0 +1,302 @@
+"""The training loop: a real SIGKILL and resume, gradient accumulation, the loss at weighted positions
+only, early stopping (and its state across a resume), settings checked before any work."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from test_model import CODEBOOKS, TINY, TINY_MAMBA, WEIGHTS, WORDS, make_split, settings  # noqa: F401
+
+from dmlm.errors import DmlmError
+from dmlm.model import checkpoint
+from dmlm.model.backbone import build_backbone
+from dmlm.model.batches import collate
+from dmlm.model.train import TrainConfig, assemble_split, make_optimizer, token_losses, train_run, train_step
+from dmlm.model.vocab import VocabLayout
+from dmlm.storage import Ragged
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_json(tmp_path_factory):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    tok.save(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    (root / "train").mkdir()
+    (root / "val").mkdir()
+    return {"train": make_split(root / "train", 24, 1), "val": make_split(root / "val", 8, 2)}
+
+
+def train_argv(s, data, tokenizer_json, out):
+    argv = [sys.executable, "-m", "dmlm", "train", "--threads", "1", "--settings", json.dumps(s)]
+    argv += ["--tokenizer", tokenizer_json, "--out-dir", str(out)]
+    for split, prefixes in data.items():
+        argv += [arg for name, p in prefixes.items() for arg in ("--stream", f"{split}:{name}={p}")]
+    return argv
+
+
+def test_sigkill_midway_then_rerun_matches_an_uninterrupted_run(tokenizer_json, data, tmp_path):
+    s = settings(backbone=dict(TINY, dropout=0.1))  # dropout: the torch RNG must be restored too
+    s["training"].update(max_steps=160, eval_every=10, grad_accum=2)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    killed = tmp_path / "killed"
+    state_path = killed / "state" / "last.pt"
+    proc = subprocess.Popen(train_argv(s, data, tokenizer_json, killed), env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not state_path.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, f"the run was not killed midway (rc {proc.returncode}):\n{err[-3000:]}"
+    assert not (killed / "checkpoint.pt").exists()
+    saved_step = torch.load(state_path, weights_only=False)["step"]
+    assert 10 <= saved_step < 160 and saved_step % 10 == 0
+
+    rerun = subprocess.run(train_argv(s, data, tokenizer_json, killed), env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resuming {killed} after step {saved_step}" in rerun.stderr
+    assert f"first step of this attempt: {saved_step + 1}\n" in rerun.stderr
+    assert not state_path.exists()
+
+    # the same run, never interrupted (in this process: same code, seed and thread count)
+    train_run(s, data, tokenizer_json, str(tmp_path / "whole"))
+    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+    b = torch.load(killed / "checkpoint.pt", weights_only=True)
+    assert a["training"] == b["training"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:
+        assert torch.allclose(a["state_dict"][k], b["state_dict"][k], atol=1e-6), k
+    la = pd.read_csv(tmp_path / "whole" / "train_log.tsv", sep="\t")
+    lb = pd.read_csv(killed / "train_log.tsv", sep="\t")
+    cols = ["step", "train_loss", "val_loss", "val_transcript_loss", "lr"]
+    pd.testing.assert_frame_equal(la[cols], lb[cols], rtol=1e-6)
+    assert lb["step"].tolist() == list(range(0, 161, 10))
+
+
+def _layout_and_seqs(tokenizer_json, data):
+    layout = VocabLayout.from_tokenizer(["audio", "ocr"], CODEBOOKS, tokenizer_json)
+    seqs = assemble_split({k: Ragged.load(p) for k, p in data["train"].items()}, layout, WEIGHTS)
+    return layout, seqs
+
+
+@pytest.mark.parametrize("tiny", [TINY, TINY_MAMBA], ids=["opt", "mamba"])
+def test_accumulated_step_equals_one_step_on_the_union(tokenizer_json, data, tiny):
+    layout, seqs = _layout_and_seqs(tokenizer_json, data)
+    torch.manual_seed(0)
+    one = build_backbone(tiny, layout.vocab_size, "tiny")
+    two = copy.deepcopy(one)
+    before = copy.deepcopy(one.state_dict())
+    first, second = [collate(seqs, idx)[:2] for idx in ([0, 5, 9], [1, 2, 3, 4, 17])]
+    union = collate(seqs, [0, 5, 9, 1, 2, 3, 4, 17])[:2]
+    cpu = torch.device("cpu")
+    # plain SGD: the update is the gradient itself (Adam's first step would amplify float noise
+    # in gradients that are 0 in exact arithmetic, e.g. OPT's key biases, to full-size steps)
+    loss_one = train_step(one, torch.optim.SGD(one.parameters(), lr=1.0), [union], 0.0, cpu)
+    loss_two = train_step(two, torch.optim.SGD(two.parameters(), lr=1.0), [first, second], 0.0, cpu)
+    assert loss_two == pytest.approx(loss_one, rel=1e-5)
+    changed = 0
+    for (name, p), q in zip(one.named_parameters(), two.parameters()):
+        assert torch.allclose(p, q, atol=1e-6), name
+        changed += int(not torch.allclose(p, before[name], atol=1e-4))
+    assert changed > 10
+    # the same with AdamW and clipping: only the run's own optimizer and settings
+    cfg = TrainConfig(lr=1e-3)
+    three, four = copy.deepcopy(one), copy.deepcopy(one)
+    assert train_step(three, make_optimizer(three, cfg), [union], 1.0, cpu) == pytest.approx(
+        train_step(four, make_optimizer(four, cfg), [second, first], 1.0, cpu), rel=1e-5
+    )
+
+
+@pytest.mark.parametrize("tiny", [TINY, TINY_MAMBA], ids=["opt", "mamba"])
+def test_losses_at_selected_positions_equal_the_full_logits(tokenizer_json, data, tiny):
+    import torch.nn.functional as F
+
+    layout, seqs = _layout_and_seqs(tokenizer_json, data)
+    torch.manual_seed(0)
+    model = build_backbone(tiny, layout.vocab_size, "tiny").eval()
+    ids, w, text = collate(seqs, [3, 7, 11, 20])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[:, :-1]
+        full = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+        select = text[:, 1:]
+        assert torch.allclose(token_losses(model, ids), full, atol=1e-5)
+        assert torch.allclose(token_losses(model, ids, select), full[select], atol=1e-5)
+    assert 0 < int(select.sum()) < select.numel()
+
+
+def test_early_stopping_keeps_the_best_weights_across_a_resume(tokenizer_json, data, tmp_path, capsys):
+    """A learning rate far too high makes every evaluation worse than the untrained model's: with
+    patience 2 the run stops after 2 evaluations, and the checkpoint is the step-0 model."""
+    s = settings()
+    s["training"].update(
+        max_steps=40, lr=0.5, warmup_steps=0, eval_every=2, early_stop_patience=2, early_stop_metric="val_loss"
+    )
+    # killed after step 3: the state of step 2 (one bad evaluation) survives
+    assert train_run(s, data, tokenizer_json, str(tmp_path / "r"), stop_after_step=3) is None
+    state = torch.load(tmp_path / "r" / "state" / "last.pt", weights_only=False)
+    assert state["best"]["step"] == 0 and state["best"]["bad"] == 1
+    capsys.readouterr()
+    train_run(s, data, tokenizer_json, str(tmp_path / "r"))
+    err = capsys.readouterr().err
+    assert "early stop after step 4: no better val_loss in 2 evaluations" in err
+    log = pd.read_csv(tmp_path / "r" / "train_log.tsv", sep="\t")
+    assert log["step"].tolist() == [0, 2, 4]
+    assert (log["val_loss"].iloc[1:] > log["val_loss"].iloc[0]).all()
+    blob = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    assert blob["training"] == {"best_step": 0, "metric": "val_loss", "value": log["val_loss"].iloc[0], "last_step": 4}
+    model, layout, _ = checkpoint.load(tmp_path / "r" / "checkpoint.pt")
+    torch.manual_seed(s["seed"])
+    initial = build_backbone(s["backbone"], layout.vocab_size, "tiny", layout)
+    for k, v in initial.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("grad_accum", 0, r"training\.grad_accum must be positive"),
+        ("early_stop_patience", -1, r"training\.early_stop_patience must be >= 0"),
+        ("early_stop_metric", "wer", r"training\.early_stop_metric: expected one of"),
+        ("device", "tpu", r"training\.device: expected one of auto, cpu, cuda"),
+        ("precision", "fp16", r"training\.precision: expected one of auto, fp32, bf16"),
+        ("lr", "fast", r"training\.lr: expected a number"),
+        ("max_steps", 2.5, r"training\.max_steps: expected an integer"),
+        ("warmup", 5, r"training\.warmup: unknown key"),
+    ],
+)
+def test_bad_training_keys_fail_before_any_work(tokenizer_json, data, tmp_path, key, value, message):
+    s = settings()
+    s["training"][key] = value
+    with pytest.raises(DmlmError, match=message):
+        train_run(s, data, tokenizer_json, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_asked_for_without_a_gpu(tokenizer_json, data, tmp_path):
+    s = settings()
+    s["training"]["device"] = "cuda"
+    with pytest.raises(DmlmError, match=r"training\.device: cuda was asked for"):
+        train_run(s, data, tokenizer_json, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["backbones"]["opt-small"].update(family="mamba9"), r"backbones\.opt-small\.family"),
+        (lambda c: c["backbones"]["mamba-small"].update(heads=4), r"backbones\.mamba-small.*heads"),
+        (lambda c: c["backbones"]["mamba-small"].pop("state_size"), r"backbones\.mamba-small.*state_size"),
+        (lambda c: c["loss_weights"]["paper"].update(audio=-0.3), r"loss_weights\.paper\.audio"),
+        (lambda c: c["training"].update(grad_accum=0), r"training\.grad_accum"),
+        (lambda c: c["training"].update(device="gpu"), r"training\.device"),
+        (lambda c: c["training"].update(precision="fp16"), r"training\.precision"),
+        (lambda c: c["training"].update(early_stop_metric="wer"), r"training\.early_stop_metric"),
+        (lambda c: c["training"].update(patience=3), r"training.*patience"),
+    ],
+)
+def test_bad_config_values_name_their_key(edit, message):
+    """The workflow config is checked when Snakemake parses it, before any job."""
+    import yaml
+
+    from dmlm.config import validate_config
+
+    config = yaml.safe_load((ROOT / "workflow_config.yaml").read_text())
+    validate_config(copy.deepcopy(config))  # the shipped one, Mamba entry included, is fine
+    edit(config)
+    with pytest.raises(DmlmError, match=message):
+        validate_config(config)
+
+
+@pytest.mark.parametrize("length", [1, 7, 16, 37])
+def test_cpu_mamba_scan_equals_the_transformers_reference(length):
+    """Values, last state and every gradient, against transformers' sequential PyTorch scan."""
+    from dmlm.model import mamba_scan
+
+    def run(scan):
+        g = torch.Generator().manual_seed(length)
+        b, d, n = 2, 6, 4
+        xs = [
+            torch.randn(b, d, length, generator=g),  # hidden_states
+            torch.randn(b, d, length, generator=g),  # dt (before bias and softplus)
+            -2 * torch.rand(d, n, generator=g),  # A
+            torch.randn(b, n, length, generator=g),  # B
+            torch.randn(b, n, length, generator=g),  # C
+            torch.randn(d, generator=g),  # D
+            torch.randn(b, d, length, generator=g),  # z
+            torch.randn(d, generator=g),  # delta_bias
+        ]
+        for x in xs:
+            x.requires_grad_()
+        y, last = scan(*xs[:5], D=xs[5], z=xs[6], delta_bias=xs[7], delta_softplus=True, return_last_state=True)
+        probe = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)
+        ((y * probe).sum() + (last**2).sum()).backward()
+        return y, last, [x.grad for x in xs]
+
+    ours, ref = run(mamba_scan.selective_scan), run(mamba_scan.reference())
+    assert torch.allclose(ours[0], ref[0], atol=1e-5) and torch.allclose(ours[1], ref[1], atol=1e-5)
+    for i, (a, b) in enumerate(zip(ours[2], ref[2])):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4), i
+
+
+def test_mamba_model_uses_the_cpu_scan_and_matches_the_reference(tokenizer_json, data):
+    from transformers.models.mamba import modeling_mamba
+
+    from dmlm.model import mamba_scan
+
+    layout, seqs = _layout_and_seqs(tokenizer_json, data)
+    torch.manual_seed(0)
+    model = build_backbone(TINY_MAMBA, layout.vocab_size, "m").train()
+    assert modeling_mamba.mamba_selective_scan is mamba_scan.selective_scan
+    ids, w, _ = collate(seqs, [0, 1, 2, 3])
+    ref_model = copy.deepcopy(model)
+    for layer in ref_model.backbone.layers:
+        layer.mixer.use_mambapy = False  # the reference: transformers' sequential scan
+    from dmlm.model.objective import weighted_loss
+
+    loss = weighted_loss(model, ids, w)
+    loss.backward()
+    modeling_mamba.mamba_selective_scan = mamba_scan.reference()
+    try:
+        ref_loss = weighted_loss(ref_model, ids, w)
+        ref_loss.backward()
+    finally:
+        mamba_scan.install()
+    assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
+    for (name, p), q in zip(model.named_parameters(), ref_model.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-3, atol=1e-5), name
+
+
+@pytest.mark.parametrize("tiny", [TINY, TINY_MAMBA], ids=["opt", "mamba"])
+def test_bf16_autocast_step_trains_on_the_cpu_too(tokenizer_json, data, tiny):
+    """The autocast path the GPU uses (also allowed on the CPU with precision: bf16): weights stay
+    fp32, the loss halves on a fixed batch."""
+    layout, seqs = _layout_and_seqs(tokenizer_json, data)
+    torch.manual_seed(0)
+    model = build_backbone(dict(tiny, hidden=64) if tiny is TINY_MAMBA else dict(tiny, hidden=64, ffn=128), layout.vocab_size, "t")
+    opt = make_optimizer(model, TrainConfig(lr=3e-3, weight_decay=0.0))
+    batch = [collate(seqs, list(range(8)))[:2]]
+    losses = [train_step(model, opt, batch, 1.0, torch.device("cpu"), "bf16") for _ in range(60)]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
