@@ -42,7 +42,10 @@ NODELINE=$(slurmd -C | head -1)
 MEM=$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$NODELINE")
 NODELINE=$(sed "s/RealMemory=[0-9]*/RealMemory=$((MEM * 8 / 10))/" <<<"$NODELINE")
 GRES_NODE=""; GRES_TYPES=""
-if [ "$FAKE_GPUS" = 1 ]; then GRES_NODE=" Gres=gpu:1"; GRES_TYPES="GresTypes=gpu"; fi
+# DebugFlags=Gres: slurmctld logs each job's GPU allocation (the tests read it; tracking gres in
+# AccountingStorageTRES would need slurmdbd)
+if [ "$FAKE_GPUS" = 1 ]; then GRES_NODE=" Gres=gpu:1"; GRES_TYPES="GresTypes=gpu
+DebugFlags=Gres"; fi
 if [ "$WITH_DBD" = 1 ]; then
   ACCT="AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
@@ -148,16 +151,18 @@ fi
 alive "$BASE/run/slurmctld.pid" || /usr/sbin/slurmctld
 alive "$BASE/run/slurmd.pid" || /usr/sbin/slurmd
 
-# wait until the node is idle (resume it if a drain or an earlier bad config left it unusable)
+# wait until the node is idle (resume it if a drain or an earlier bad config left it unusable);
+# a daemon that died (e.g. a fatal config error) ends the wait at once with its log
+fail() { echo "slurm-up: $1" >&2; tail -n 20 "$BASE"/log/slurmctld.log "$BASE"/log/slurmd.log >&2 || true; exit 1; }
 st=""
 for _ in $(seq 120); do
-  st=$(sinfo -h -n "$NODE" -o %T 2>/dev/null || true)
+  alive "$BASE/run/slurmctld.pid" || fail "slurmctld is not running"
+  alive "$BASE/run/slurmd.pid" || fail "slurmd is not running"
+  st=$(timeout 10 sinfo -h -n "$NODE" -o %T 2>/dev/null || true)
   case "$st" in
     idle|mixed|allocated) echo "slurm up: node $NODE $st"; exit 0 ;;
-    *drain*|*inval*|*down*) scontrol update NodeName="$NODE" State=RESUME 2>/dev/null || true ;;
+    *drain*|*inval*|*down*) timeout 10 scontrol update NodeName="$NODE" State=RESUME 2>/dev/null || true ;;
   esac
   sleep 0.5
 done
-echo "slurm did not come up; node state: '${st}'" >&2
-tail -n 20 "$BASE"/log/*.log >&2 || true
-exit 1
+fail "the node did not become idle within 60 s (state '${st}')"
