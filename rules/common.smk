@@ -9,8 +9,11 @@ from dmlm.config import validate_config
 from dmlm.errors import DmlmError
 from dmlm import grid
 
+# Validated once, by the Snakemake the user started: a cluster job's own Snakemake gets the same
+# config, and the reference checks load encoder weights (CRAFT: seconds per job).
 try:
-    validate_config(config)
+    if workflow.is_main_process:
+        validate_config(config)
 except DmlmError as err:
     raise WorkflowError(str(err)) from None
 

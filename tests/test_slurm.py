@@ -23,7 +23,6 @@ from slurm_cluster import (
     submissions,
 )
 
-pytestmark = pytest.mark.slow
 RUN = "A.mfcc.mix.opt-tiny.paper.s0"
 
 
@@ -49,6 +48,7 @@ def write_config(workdir, name, edit):
     return path
 
 
+@pytest.mark.slow
 def test_every_job_runs_as_a_slurm_job_and_training_asks_for_a_gpu(slurm, slurm_run):  # noqa: F811
     workdir, planned, output, seconds = slurm_run
     print(f"tiny preset through Slurm: {seconds:.0f} s")
@@ -80,6 +80,7 @@ def test_every_job_runs_as_a_slurm_job_and_training_asks_for_a_gpu(slurm, slurm_
     assert (workdir / "results" / "report" / "modalities" / "rb.csv").exists()
 
 
+@pytest.mark.slow
 def test_rerun_with_the_profile_submits_nothing(slurm, slurm_run):  # noqa: F811
     workdir = slurm_run[0]
     proc, _ = run_profile(workdir, timeout=300)
@@ -88,6 +89,7 @@ def test_rerun_with_the_profile_submits_nothing(slurm, slurm_run):  # noqa: F811
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_cancelled_training_resumes_from_its_checkpoint_and_ends_as_if_uninterrupted(slurm, slurm_run):  # noqa: F811
     """scancel a running training job: Snakemake retries it, the retry resumes after the step of
     state/last.pt, and its final weights equal those of an uninterrupted run of the same settings."""
@@ -132,7 +134,9 @@ def test_cancelled_training_resumes_from_its_checkpoint_and_ends_as_if_uninterru
     trains = [j for j, rule in submissions(output) if rule == "train"]
     assert len(trains) == 2 and trains[0] == job_id, trains
     assert f"SLURM-job '{job_id}' failed, SLURM status is: 'CANCELLED'" in output
-    assert slurm.completed_jobs()[trains[1]]["JobState"] == "COMPLETED"
+    retry = slurm.completed_jobs()[trains[1]]
+    assert retry["JobState"] == "COMPLETED"
+    assert retry["TimeLimit"] == "120" and "mem=6000M" in retry["Tres"]  # attempt 2: twice the request
     log = (workdir / "results" / "logs" / "train" / f"{RUN}.log").read_text()
     # the retry's first step is saved_step + 1: it restored the state saved after saved_step
     assert f"resuming results/runs/{RUN} after step {saved_step}" in log
@@ -149,6 +153,7 @@ def test_cancelled_training_resumes_from_its_checkpoint_and_ends_as_if_uninterru
     assert all(torch.equal(fresh[k], resumed[k]) for k in fresh)
 
 
+@pytest.mark.slow
 def test_a_failing_job_ends_the_run_with_its_error(slurm, slurm_run):  # noqa: F811
     workdir = slurm_run[0]
 
@@ -168,6 +173,7 @@ def test_a_failing_job_ends_the_run_with_its_error(slurm, slurm_run):  # noqa: F
     assert "training diverged" in (workdir / "results" / "logs" / "train" / f"{RUN}.log").read_text()
 
 
+@pytest.mark.slow
 def test_a_drained_node_ends_the_run_at_the_queue_deadline(slurm, slurm_run):  # noqa: F811
     """No node can take the job: Slurm cancels it at cluster.max_queue_minutes (state DEADLINE)."""
     workdir = slurm_run[0]
@@ -187,6 +193,7 @@ def test_a_drained_node_ends_the_run_at_the_queue_deadline(slurm, slurm_run):  #
     assert record["JobState"] == "DEADLINE" and record["NodeList"] == "(null)"  # it never ran
 
 
+@pytest.mark.slow
 def test_status_checks_that_could_hang_are_refused_before_submitting(slurm, slurm_run):  # noqa: F811
     """Without accounting, sacct cannot report job states (the executor would wait forever)."""
     if "none" not in slurm.config.get("AccountingStorageType", "none"):
@@ -198,3 +205,19 @@ def test_status_checks_that_could_hang_are_refused_before_submitting(slurm, slur
     assert proc.returncode != 0, explain(proc)
     assert "this cluster has no accounting" in output
     assert submissions(output) == []
+
+
+def test_cluster_requests_come_from_the_preset_and_carry_the_queue_deadline(tmp_path):
+    """`cluster.resources` replaces a rule's measured request; every job carries --deadline."""
+    workdir = copy_workflow(tmp_path)
+
+    def cluster(config):
+        config["cluster"] = {"max_queue_minutes": 7, "resources": {"train": {"mem_mb": 9000, "runtime": 90}}}
+
+    changed = write_config(workdir, "cluster", cluster)
+    out = snakemake(workdir, "-n", "--configfile", str(changed), "--forceall").stdout
+    jobs = {m[1]: m[2] for m in re.finditer(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", out, re.M)}
+    assert "mem_mb=9000" in jobs["train"] and "runtime=90" in jobs["train"] and "gpu=1" in jobs["train"]
+    assert "slurm_extra=--deadline=now+97minutes" in jobs["train"]  # queue wait + the job's own time
+    assert "mem_mb=2500" in jobs["corpus"] and "gpu=0" in jobs["corpus"]  # measured default kept
+    assert "slurm_extra=--deadline=now+37minutes" in jobs["corpus"]
