@@ -215,7 +215,8 @@ def test_cluster_requests_come_from_the_preset_and_carry_the_queue_deadline(tmp_
         config["cluster"] = {"max_queue_minutes": 7, "resources": {"train": {"mem_mb": 9000, "runtime": 90}}}
 
     changed = write_config(workdir, "cluster", cluster)
-    out = snakemake(workdir, "-n", "--configfile", str(changed), "--forceall").stdout
+    proc = snakemake(workdir, "-n", "--configfile", str(changed), "--forceall")
+    out = proc.stdout + proc.stderr
     jobs = {m[1]: m[2] for m in re.finditer(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", out, re.M)}
     assert "mem_mb=9000" in jobs["train"] and "runtime=90" in jobs["train"] and "gpu=1" in jobs["train"]
     assert "slurm_extra=--deadline=now+97minutes" in jobs["train"]  # queue wait + the job's own time
