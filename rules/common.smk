@@ -5,15 +5,16 @@ import sys
 import json
 from pathlib import Path
 
-from dmlm.config import validate_config
+from dmlm.validation_cache import validate_once
 from dmlm.errors import DmlmError
 from dmlm import grid
 
-# Validated once, by the Snakemake the user started: a cluster job's own Snakemake gets the same
-# config, and the reference checks load encoder weights (CRAFT: seconds per job).
+# Validated by the Snakemake the user started (a cluster job's own Snakemake gets the same config),
+# and only when the config or what its checks read changed: the reference checks load encoder
+# weights (CRAFT: seconds), most of the cost of planning the paper grid (dmlm/validation_cache.py).
 try:
     if workflow.is_main_process:
-        validate_config(config)
+        validate_once(config, Path(".snakemake") / "dmlm-validated")
 except DmlmError as err:
     raise WorkflowError(str(err)) from None
 
