@@ -144,8 +144,9 @@ def test_cancelled_training_resumes_from_its_checkpoint_and_ends_as_if_uninterru
     resumed = torch.load(workdir / target, map_location="cpu", weights_only=True)["state_dict"]
 
     # the same job uninterrupted, locally
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-c", "1", "--configfile", str(changed), "--replace-workflow-config",
-                           "--forcerun", "train", target], cwd=workdir, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, "-m", "snakemake", target, "-c", "1", "--configfile", str(changed),
+                           "--replace-workflow-config", "--forcerun", "train"],  # target first: --forcerun takes a list
+                          cwd=workdir, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, explain(proc)
     assert "resuming" not in (workdir / "results" / "logs" / "train" / f"{RUN}.log").read_text()
     fresh = torch.load(workdir / target, map_location="cpu", weights_only=True)["state_dict"]
@@ -181,8 +182,8 @@ def test_a_drained_node_ends_the_run_at_the_queue_deadline(slurm, slurm_run):  #
     target = f"results/runs/{RUN}/checkpoint.pt"
     subprocess.run(["scontrol", "update", f"NodeName={slurm.node}", "State=DRAIN", "Reason=dmlm-test"], check=True)
     try:
-        proc, seconds = run_profile(workdir, "--configfile", str(changed), "--retries", "0",
-                                    "--forcerun", "train", target, timeout=400)
+        proc, seconds = run_profile(workdir, target, "--configfile", str(changed), "--retries", "0",
+                                    "--forcerun", "train", timeout=400)
     finally:
         subprocess.run(["scontrol", "update", f"NodeName={slurm.node}", "State=RESUME"], check=True)
     output = proc.stdout + proc.stderr
