@@ -11,9 +11,11 @@ What is exact, measured or assumed (printed with the numbers):
   the collapse of repeated units is taken as measured.
 - measured here: training tokens/s of the backbone on this CPU (1 thread, forward + backward +
   AdamW, batch x length below), hence this CPU's achieved FLOP/s under 6 x params x tokens.
-- assumed: the GPU's sustained training rate, `--gpu-tflops` x `--mfu` (default: an H100's
-  dense bf16 989 TFLOP/s at 25% utilisation, typical of a 125M-parameter model), and that
-  length-bucketed batches waste no compute on padding.
+- assumed: the GPU's sustained training rate, an H100 SXM's dense peak (fp32 67, TF32 495, bf16
+  989 TFLOP/s) x `--mfu` (default 25%, typical of a 125M-parameter model); that length-bucketed
+  batches waste no compute on padding; Whisper units at 50 Hz and MFCC at 100 Hz per frame_stack,
+  with the collapse of repeats as measured for MFCC; CRAFT and raster image tokens on the same grid
+  as patches.
 
     .venv/bin/python bench/paper_cost.py --configfile presets/paper.yaml --tokens results/tokens/3eq \
         --tokens-config workflow_config.yaml
@@ -39,20 +41,33 @@ def mean_lengths(tokens: Path, measured_config: dict) -> dict[str, float]:
         return float(np.diff(Ragged.load(prefix).offsets).mean())
 
     audio_name = next(iter(measured_config["tokens"]["audio"]))
-    audio = tokens / "audio" / audio_name / "clean" / "train"
+    # the training condition's audio units (clean, or a noise recipe's mixture: same unit rate)
+    audio = sorted((tokens / "audio" / audio_name).glob("*/train.npy"), key=lambda p: p.parent.name != "clean")
+    if not audio:
+        raise SystemExit(f"no audio train tokens under {tokens / 'audio' / audio_name}")
+    audio = audio[0].with_suffix("")
     lips = tokens / "lips" / next(iter(measured_config["tokens"]["lips"])) / "train"
     return {
         "audio": mean(audio),
-        "audio_frame_stack": measured_config["tokens"]["audio"][audio_name]["frame_stack"],
+        "audio_rate": FRAME_RATE[measured_config["tokens"]["audio"][audio_name]["encoder"]]
+        / measured_config["tokens"]["audio"][audio_name]["frame_stack"],
         "lips": mean(lips),
         "ocr": mean(tokens / "ocr" / "local" / "train"),
         "transcript": mean(tokens / "transcript" / "local" / "train"),
     }
 
 
+# frames per second before stacking: MFCC/log-mel 10 ms hop (tokens/audio.py), Whisper encoder 50 Hz
+FRAME_RATE = {"mfcc_kmeans": 100, "logmel_kmeans": 100, "whisper_kmeans": 50}
+# assumed peak dense TFLOP/s of one H100 SXM: what the training code would use on it
+PRECISIONS = {"fp32 (the code as written: no autocast, TF32 off)": 67.0, "tf32 matmuls": 495.0, "bf16 autocast": 989.0}
+
+
 def stream_length(config: dict, modality: str, encoder: str | None, measured: dict) -> float:
-    if modality == "audio":
-        return measured["audio"] * measured["audio_frame_stack"] / config["tokens"]["audio"][encoder]["frame_stack"]
+    if modality == "audio":  # measured units/utterance, scaled by units per second (collapse as measured)
+        spec = config["tokens"]["audio"][encoder]
+        rate = FRAME_RATE[spec["encoder"]] / spec["frame_stack"]
+        return measured["audio"] * rate / measured["audio_rate"]
     if modality == "image":
         spec = config["tokens"]["image"][encoder]
         patch = spec.get("patch", 10)  # raster: one token per character cell; taken as a patch grid
@@ -111,7 +126,6 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--length", type=int, default=512)
     parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--gpu-tflops", type=float, default=989.0, help="assumed peak (H100 SXM dense bf16)")
     parser.add_argument("--mfu", type=float, default=0.25, help="assumed model FLOP utilisation on the GPU")
     args = parser.parse_args()
 
@@ -122,24 +136,25 @@ def main() -> None:
                       for spec in config["tokens"][kind].values())
     steps = config["training"]["max_steps"] * config["training"]["batch_size"]
     print(f"measured mean tokens per utterance ({args.tokens}): " +
-          ", ".join(f"{k} {v:.1f}" for k, v in measured.items() if k != "audio_frame_stack"))
+          ", ".join(f"{k} {v:.1f}" for k, v in measured.items() if k != "audio_rate"))
     print("mean sequence length per modality set and encoders: " +
           ", ".join(f"{k} {v:.0f}" for k, v in sorted(per_set.items())))
     print(f"{args.configfile}: {n_runs} training runs x {steps:,} sequences = {sum(tokens.values()) / 1e9:.2f} G training tokens")
-    gpu_hours = 0.0
+    totals = dict.fromkeys(PRECISIONS, 0.0)
     for name, backbone in config["backbones"].items():
         if not tokens[name]:
             continue
         rate, params = cpu_throughput(backbone, vocab, args.batch, args.length, args.steps)
-        gpu_rate = args.gpu_tflops * 1e12 * args.mfu / (6 * params)
-        gpu_hours += tokens[name] / gpu_rate / 3600
         print(f"backbone {name}: {params / 1e6:.1f}M parameters (vocabulary {vocab}); measured on this CPU, 1 thread, "
-              f"batch {args.batch} x {args.length}: {rate:.0f} tokens/s ({6 * params * rate / 1e9:.1f} GFLOP/s achieved)")
-        print(f"  {tokens[name] / 1e9:.2f} G tokens; assumed GPU rate {args.gpu_tflops:.0f} TFLOP/s x {args.mfu:.0%} "
-              f"/ (6 x params) = {gpu_rate:,.0f} tokens/s -> {tokens[name] / gpu_rate / 3600:,.0f} GPU-hours; "
+              f"batch {args.batch} x {args.length}: {rate:.0f} tokens/s ({6 * params * rate / 1e9:.1f} GFLOP/s achieved); "
+              f"{tokens[name] / 1e9:.2f} G tokens = {6 * params * tokens[name]:.2e} FLOP; "
               f"this CPU at 1 thread: {tokens[name] / rate / 3600 / 24 / 365:,.0f} CPU-years")
-    print(f"total training: {gpu_hours:,.0f} GPU-hours ({gpu_hours / n_runs:.1f} per run)")
-
+        for precision, tflops in PRECISIONS.items():
+            gpu_rate = tflops * 1e12 * args.mfu / (6 * params)
+            totals[precision] += tokens[name] / gpu_rate / 3600
+    for precision, hours in totals.items():
+        print(f"GPU-hours on H100s, {precision}: peak {PRECISIONS[precision]:.0f} TFLOP/s x {args.mfu:.0%} (assumed) "
+              f"-> {hours:,.0f} GPU-hours ({hours / n_runs:.1f} per run)")
 
 if __name__ == "__main__":
     main()
