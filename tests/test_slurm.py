@@ -68,7 +68,9 @@ def test_every_job_runs_as_a_slurm_job_and_training_asks_for_a_gpu(slurm, slurm_
         assert rec["JobState"] == "COMPLETED", (rule, rec)
         assert rec["NodeList"] == slurm.node
         assert f"_slurm_rpc_submit_batch_job: JobId={job_id} " in ctld_log
-        assert f"sched: Allocate JobId={job_id} NodeList={slurm.node}" in ctld_log
+        # started by the main scheduler or by backfill, on our node
+        assert re.search(rf"(sched: Allocate JobId={job_id} NodeList={slurm.node} |"
+                         rf"_start_job: Started JobId={job_id} in \S+ on {slurm.node}$)", ctld_log, re.M), job_id
     # slurmctld logs the GPU request of a job (DebugFlags=Gres): exactly the training jobs, one each
     gpu_requests = dict(re.findall(r"gres_job_state gres:gpu\(\d+\) type:\S+ job:(\d+) flags:\S*\n.*gres_per_job:(\d+)",
                                    ctld_log))
