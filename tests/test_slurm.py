@@ -48,6 +48,19 @@ def write_config(workdir, name, edit):
     return path
 
 
+def test_the_cluster_schedules_a_gpu_job(slurm, tmp_path):  # noqa: F811
+    """The single-node Slurm itself: a batch job asking for the (fake) GPU runs and sees it."""
+    out = tmp_path / "gpu.txt"
+    job_id = int(subprocess.run(["sbatch", "--parsable", "--gpus=1", "-t", "1", "--mem", "100", "-o", str(out),
+                                 "--wrap", "echo CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES"],
+                                capture_output=True, text=True, check=True).stdout.strip())
+    deadline = time.monotonic() + 120
+    while slurm.job_state(job_id) not in ("COMPLETED", "FAILED", "CANCELLED") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert slurm.job_state(job_id) == "COMPLETED"
+    assert out.read_text().strip() == "CUDA_VISIBLE_DEVICES=0"
+
+
 @pytest.mark.slow
 def test_every_job_runs_as_a_slurm_job_and_training_asks_for_a_gpu(slurm, slurm_run):  # noqa: F811
     workdir, planned, output, seconds = slurm_run
