@@ -5,13 +5,17 @@ import sys
 import json
 from pathlib import Path
 
-from dmlm.config import validate_config
+from dmlm.validation_cache import validate_once
 from dmlm.errors import DmlmError
 from dmlm import grid
 from dmlm.report.cli import OUTPUTS as REPORT_OUTPUTS
 
+# Validated by the Snakemake the user started (a cluster job's own Snakemake gets the same config),
+# and only when the config or what its checks read changed: the reference checks load encoder
+# weights (CRAFT: seconds), most of the cost of planning the paper grid (dmlm/validation_cache.py).
 try:
-    validate_config(config)
+    if workflow.is_main_process:
+        validate_once(config, Path(".snakemake") / "dmlm-validated")
 except DmlmError as err:
     raise WorkflowError(str(err)) from None
 
@@ -117,3 +121,81 @@ def all_reports():
         study=list(config["studies"]),
         name=REPORT_OUTPUTS,
     )
+
+
+# ==================================================================================================
+# Cluster resources and Slurm checks (issue 7: Slurm profile). Kept apart from the grid helpers.
+# Every rule asks `**requests(rule, mem_mb=..., runtime=...)` with its measured values; a preset's
+# `cluster.resources.<rule>` replaces them at cluster scale. Each retry (attempt n) asks for n times
+# the memory and time, so a job Slurm ended with TIMEOUT or OUT_OF_MEMORY gets more the next time.
+# `slurm_extra` carries `--deadline`: a job not started within `cluster.max_queue_minutes` is
+# cancelled by Slurm (state DEADLINE), which ends the run with an error instead of a silent wait.
+# ==================================================================================================
+import subprocess
+
+CLUSTER = config.get("cluster", {})
+MAX_QUEUE_MINUTES = CLUSTER.get("max_queue_minutes", 2880)
+NEURAL_ENCODERS = {"whisper_kmeans", "craft_kmeans"}  # tokenizers that run a network (CUDA if present)
+
+
+def requests(rule, mem_mb, runtime, gpu=0):
+    """Resources of `rule`: attempt-scaled mem_mb and runtime (minutes), GPUs, and the deadline.
+
+    `gpu` is a count or "encoder" (1 for a job whose tokenizer is in NEURAL_ENCODERS, else 0)."""
+    chosen = CLUSTER.get("resources", {}).get(rule, {})
+    mem, minutes = chosen.get("mem_mb", mem_mb), chosen.get("runtime", runtime)
+    gpus = chosen.get("gpu", encoder_gpus if gpu == "encoder" else gpu)
+    return dict(
+        mem_mb=lambda wildcards, attempt: mem * attempt,
+        runtime=lambda wildcards, attempt: minutes * attempt,
+        gpu=gpus,
+        slurm_extra=lambda wildcards, attempt: f"--deadline=now+{MAX_QUEUE_MINUTES + minutes * attempt}minutes",
+    )
+
+
+def encoder_gpus(wildcards):
+    """1 for a codebook or encoding job whose tokenizer runs a network (Whisper, CRAFT), else 0."""
+    kind = wildcards.get("kind") or wildcards.get("modality") or "audio"
+    return int(config["tokens"][kind][wildcards.encoder]["encoder"] in NEURAL_ENCODERS)
+
+
+def check_slurm_status_setup(log=None):
+    """Refuse to start a Slurm run whose status checks would never see a job end.
+
+    The Slurm executor asks `sacct` (default) or `squeue` for job states. Without accounting
+    (AccountingStorageType=accounting_storage/none) `sacct` fails, the executor drops the jobs from
+    its watch list and Snakemake waits forever without a message. It also switches from `squeue`
+    to `sacct` when MinJobAge < 3 x slurm-init-seconds-before-status-checks. Both are checked here,
+    from `scontrol show config`, before any job is submitted."""
+    plugin = workflow.executor_plugin
+    if plugin is None or plugin.name != "slurm":
+        return
+    settings = workflow.executor_settings
+    try:
+        shown = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise WorkflowError(f"Slurm profile: `scontrol show config` failed ({err}); is Slurm reachable?")
+    if shown.returncode != 0:
+        raise WorkflowError(f"Slurm profile: `scontrol show config` failed: {shown.stderr.strip()}")
+    conf = dict(re.findall(r"^(\w+)\s*=\s*(.*?)\s*$", shown.stdout, re.M))
+    accounting = conf.get("AccountingStorageType", "") not in ("", "accounting_storage/none", "(null)")
+    min_job_age = int(re.match(r"\d*", conf.get("MinJobAge", "")).group() or 0)
+    command = settings.status_command
+    if command == "squeue" and min_job_age < 3 * settings.init_seconds_before_status_checks:
+        command = "sacct"  # what the executor will do
+    if command == "sacct" and not accounting:
+        raise WorkflowError(
+            "Slurm profile: this cluster has no accounting (AccountingStorageType=accounting_storage/none), "
+            f"so job states can only come from squeue, but the executor would use sacct (status command "
+            f"{settings.status_command!r}, MinJobAge={min_job_age} s, slurm-init-seconds-before-status-checks="
+            f"{settings.init_seconds_before_status_checks}). Set slurm-status-command: squeue and keep "
+            "MinJobAge >= 3 x slurm-init-seconds-before-status-checks (and >= 200 s), or enable slurmdbd."
+        )
+    if command == "squeue" and min_job_age < 200:
+        raise WorkflowError(
+            f"Slurm profile: MinJobAge={min_job_age} s: squeue forgets finished jobs before the executor's "
+            "status checks (up to 180 s apart) see them; ask for MinJobAge >= 300 or use sacct with slurmdbd."
+        )
+
+
+workflow.onstart(check_slurm_status_setup)

@@ -32,8 +32,7 @@ rule corpus:
         "results/benchmarks/corpus/{dataset}/{split}.tsv"
     threads: 2
     resources:
-        mem_mb=2500,
-        runtime=30,
+        **requests("corpus", mem_mb=2500, runtime=30),
     shell:
         dmlm_cmd("corpus") + " --split {wildcards.split} --n {params.n}"
         " --out-dir results/corpus/{wildcards.dataset}/{wildcards.split} > {log} 2>&1"
@@ -54,8 +53,7 @@ rule ocr:
         "results/benchmarks/ocr/{dataset}/{split}.tsv"
     threads: 2
     resources:
-        mem_mb=2000,
-        runtime=30,
+        **requests("ocr", mem_mb=2000, runtime=30),
     shell:
         dmlm_cmd("ocr") + " --images {input.images} --manifest {input.manifest}"
         " --out {output} > {log} 2>&1"

@@ -45,8 +45,7 @@ rule evaluate:
         "results/benchmarks/evaluate/{run}/{cond}.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        **requests("evaluate", mem_mb=2000, runtime=30),
     shell:
         dmlm_cmd("evaluate") + " --checkpoint {input.checkpoint} {params.streams}"
         " --tokenizer {input.tokenizer} --manifest {input.manifest}"

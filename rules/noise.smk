@@ -31,8 +31,7 @@ rule noise_bank:
         "results/benchmarks/noise_bank/{bank}.tsv"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=20,
+        **requests("noise_bank", mem_mb=1000, runtime=20),
     shell:
         dmlm_cmd("noise-bank") + " --out-prefix results/noise/{wildcards.bank}/noise > {log} 2>&1"
 
@@ -54,8 +53,7 @@ rule mix:
         "results/benchmarks/mix/{dataset}/{noisy_cond}/{split}.tsv"
     threads: 1
     resources:
-        mem_mb=3500,
-        runtime=10,
+        **requests("mix", mem_mb=3500, runtime=10),
     shell:
         dmlm_cmd("mix") + " --corpus-dir results/corpus/{wildcards.dataset}/{wildcards.split}"
         f" --noise-prefix results/noise/{bank_name()}/noise"

@@ -83,8 +83,7 @@ rule fit_codebook:
         "results/benchmarks/fit_codebook/{dataset}/{kind}/{encoder}.tsv"
     threads: 2
     resources:
-        mem_mb=2000,
-        runtime=20,
+        **requests("fit_codebook", mem_mb=2000, runtime=20, gpu="encoder"),
     shell:
         dmlm_cmd("fit-codebook") + " --modality {wildcards.kind} --media {params.media}"
         " --out {output} > {log} 2>&1"
@@ -108,8 +107,7 @@ rule encode_audio:
         "results/benchmarks/encode_audio/{dataset}/{encoder}/{cond}/{split}.tsv"
     threads: 1
     resources:
-        mem_mb=3000,
-        runtime=20,
+        **requests("encode_audio", mem_mb=3000, runtime=20, gpu="encoder"),
     shell:
         dmlm_cmd("encode") + " --modality audio --codebook {input.codebook} --media {params.media}"
         " --out-prefix results/tokens/{wildcards.dataset}/audio/{wildcards.encoder}/{wildcards.cond}/{wildcards.split}"
@@ -134,8 +132,7 @@ rule encode_visual:
         "results/benchmarks/encode_visual/{dataset}/{modality}/{encoder}/{split}.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=20,
+        **requests("encode_visual", mem_mb=2000, runtime=20, gpu="encoder"),
     shell:
         dmlm_cmd("encode") + " --modality {wildcards.modality} --codebook {input.codebook}"
         " --media {params.media}"
@@ -184,8 +181,7 @@ rule text_tokenizer:
         "results/logs/text_tokenizer/{dataset}/{textenc}.log",
     threads: 1
     resources:
-        mem_mb=500,
-        runtime=5,
+        **requests("text_tokenizer", mem_mb=500, runtime=5),
     shell:
         dmlm_cmd("text-tokenizer") + " {params.args} --out {output} > {log} 2>&1"
 
@@ -208,8 +204,7 @@ rule encode_text:
         "results/logs/encode_text/{dataset}/{field}/{textenc}/{split}.log",
     threads: 1
     resources:
-        mem_mb=500,
-        runtime=5,
+        **requests("encode_text", mem_mb=500, runtime=5),
     shell:
         dmlm_cmd("encode-text") + " --tokenizer {input.tokenizer} --table {input.table}"
         " --column {wildcards.field}"

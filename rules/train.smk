@@ -61,8 +61,7 @@ rule train:
         "results/benchmarks/train/{run}.tsv"
     threads: 1
     resources:
-        mem_mb=3000,
-        runtime=60,
+        **requests("train", mem_mb=3000, runtime=60, gpu=1),
     shell:
         dmlm_cmd("train") + " {params.streams} {params.codebooks} --tokenizer {input.tokenizer}"
         " --out-dir results/runs/{wildcards.run} > {log} 2>&1"

@@ -16,6 +16,14 @@ command -v fluidsynth >/dev/null || need+=(fluidsynth)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 # headless browser for the test that opens the HTML report (tests/test_report_html.py)
 command -v chromium >/dev/null || need+=(chromium)
+# WITH_SLURM=1 (.ci/run): the Debian Slurm packages, so that tests/test_slurm.py starts a real
+# single-node Slurm (scripts/slurm-up.sh) instead of skipping
+if [ "${WITH_SLURM:-0}" = 1 ]; then
+  [ -x /usr/sbin/slurmctld ] || need+=(slurmctld)
+  [ -x /usr/sbin/slurmd ] || need+=(slurmd)
+  [ -x /usr/sbin/munged ] || need+=(munge)
+  command -v sbatch >/dev/null || need+=(slurm-client)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -q
