@@ -206,6 +206,17 @@ def test_overfitted_model_reproduces_its_transcripts(overfit):
         assert hyp.tolist() == ref.tolist()
 
 
+def test_rows_that_finish_early_leave_the_batch_without_changing_the_others(overfit):
+    """Rows end at different steps (their </s>, or the token cap) and are dropped from the batch and
+    its cache; the rows still decoding write what they write alone."""
+    model, layout, streams = overfit
+    refs = [r.tolist() for r in streams["transcript"]]
+    assert len({len(r) for r in refs}) > 1
+    cap = sorted(len(r) for r in refs)[len(refs) // 2]  # some rows stop at </s>, the others at the cap
+    hyps = greedy_decode(model, layout, streams, batch_size=8, max_new_tokens=cap, progress=False)
+    assert [h.tolist() for h in hyps] == [r[:cap] for r in refs]
+
+
 def test_batched_decoding_equals_unbatched(overfit):
     model, layout, streams = overfit
     model = copy.deepcopy(model)

@@ -260,6 +260,29 @@ def test_cpu_mamba_scan_equals_the_transformers_reference(length):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-4), i
 
 
+@pytest.mark.parametrize("length", [1, 4, 5, 16, 37])
+def test_cpu_mamba_scan_without_gradients_gives_the_same_values(length):
+    """Decoding's scan (no states kept, shorter reused chunks) equals the training forward and the
+    transformers reference, across chunk boundaries."""
+    from dmlm.model import mamba_scan
+
+    g = torch.Generator().manual_seed(length)
+    b, d, n = 3, 5, 4
+    xs = [torch.randn(b, d, length, generator=g), torch.randn(b, d, length, generator=g),
+          -2 * torch.rand(d, n, generator=g), torch.randn(b, n, length, generator=g),
+          torch.randn(b, n, length, generator=g)]
+    kw = dict(D=torch.randn(d, generator=g), z=torch.randn(b, d, length, generator=g), delta_softplus=True,
+              return_last_state=True)
+    with torch.no_grad():
+        y, last = mamba_scan.selective_scan(*xs, **kw)
+        ref_y, ref_last = mamba_scan.reference()(*xs, **kw)
+    trained = [x.clone().requires_grad_() for x in xs]
+    train_y, train_last = mamba_scan.selective_scan(*trained, **kw)
+    assert torch.equal(y, train_y.detach()) and torch.equal(last, train_last.detach())
+    assert torch.allclose(y, ref_y, atol=1e-5) and torch.allclose(last, ref_last, atol=1e-5)
+    assert last.abs().sum() > 0
+
+
 def test_mamba_model_uses_the_cpu_scan_and_matches_the_reference(tokenizer_json, data):
     from transformers.models.mamba import modeling_mamba
 

@@ -6,7 +6,9 @@ position ids give each row exactly the positions 0, 1, ... it saw in training; t
 each new token one small forward. Mamba: the mask zeroes the pads' inputs in the prompt pass, so the
 recurrent state of every row starts from zero at its first real token, exactly as without padding;
 each new token then updates the cached recurrent and convolution states (no mask needed). Either
-way a row's transcript does not depend on the batch it is decoded in. Utterances are decoded in
+way a row's transcript does not depend on the batch it is decoded in. A row that ends (its
+``</s>`` or its token cap) leaves the batch and the cache at once, so later steps only compute
+the rows still decoding; the attention mask is allocated once per batch. Utterances are decoded in
 order of prompt length (little padding) and returned in their original order. The model decodes
 on the device it is on.
 """
@@ -78,7 +80,8 @@ def greedy_decode(
     if vocab != layout.vocab_size:
         raise DmlmError(f"the model has {vocab} output ids but its vocabulary layout {layout.vocab_size}")
     device = next(model.parameters()).device
-    banned = (~torch.from_numpy(layout.output_mask())).to(device)
+    # argmax over the allowed ids only (index order kept: ties go to the lowest id, as over the full row)
+    allowed = torch.from_numpy(np.flatnonzero(layout.output_mask())).to(device)
     eos, pad = layout.eos, layout.pad
     cache_kw = _cache_kwarg(model)
 
@@ -90,33 +93,39 @@ def greedy_decode(
         for s in range(0, n, batch_size):
             idx = order[s : s + batch_size]
             rows, width = len(idx), int(lengths[idx].max())
+            caps = np.minimum(max_new_tokens, limit - lengths[idx])
+            steps = int(caps.max())
             ids = torch.full((rows, width), pad, dtype=torch.long)
-            mask = torch.zeros((rows, width), dtype=torch.long)
+            # the attention mask of the whole decode, allocated once: step t reads its first width + t + 1 columns
+            mask = torch.ones((rows, width + steps), dtype=torch.long)
             for r, i in enumerate(idx):
                 ids[r, width - lengths[i] :] = torch.from_numpy(prompts[i])
-                mask[r, width - lengths[i] :] = 1
+                mask[r, : width - lengths[i]] = 0
             ids, mask = ids.to(device), mask.to(device)
-            positions = (mask.cumsum(1) - 1).clamp_min(0)
-            cap = torch.from_numpy(np.minimum(max_new_tokens, limit - lengths[idx])).to(device)
+            positions = (mask[:, :width].cumsum(1) - 1).clamp_min(0)
+            cap = torch.from_numpy(caps).to(device)
             extra = {"position_ids": positions} if positional else {}
-            out = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1, **extra)
+            out = model(input_ids=ids, attention_mask=mask[:, :width], use_cache=True, logits_to_keep=1, **extra)
+            cache = _cache_of(out)
             next_pos = positions[:, -1] + 1
-            generated = torch.zeros((rows, int(cap.max())), dtype=torch.long, device=device)
+            generated = torch.zeros((rows, steps), dtype=torch.long, device=device)
             n_out = torch.zeros(rows, dtype=torch.long, device=device)  # tokens produced (</s> included)
-            done = torch.zeros(rows, dtype=torch.bool, device=device)
-            for t in range(int(cap.max())):
-                logits = out.logits[:, -1].float().masked_fill(banned, float("-inf"))
-                token = logits.argmax(-1)
-                live = ~done
-                generated[live, t] = token[live]
+            live = torch.arange(rows, device=device)  # the batch rows still decoding, in cache order
+            for t in range(steps):
+                token = allowed[out.logits[:, -1].index_select(-1, allowed).argmax(-1)]
+                generated[live, t] = token
                 n_out[live] += 1
-                done |= (token == eos) | (n_out >= cap)
-                if bool(done.all()):
-                    break
+                going = (token != eos) & (n_out[live] < cap[live])
+                if not bool(going.all()):  # drop finished rows from the batch and the cache
+                    keep = going.nonzero().squeeze(1)
+                    if not len(keep):
+                        break
+                    live, token, next_pos, mask = live[keep], token[keep], next_pos[keep], mask[keep]
+                    cache.reorder_cache(keep)
                 if positional:
-                    mask = torch.cat([mask, torch.ones((rows, 1), dtype=torch.long, device=device)], dim=1)
-                    extra = {"attention_mask": mask, "position_ids": next_pos.clamp_max(limit - 1)[:, None]}
-                out = model(input_ids=token[:, None], use_cache=True, **extra, **{cache_kw: _cache_of(out)})
+                    extra = {"attention_mask": mask[:, : width + t + 1], "position_ids": next_pos.clamp_max(limit - 1)[:, None]}
+                out = model(input_ids=token[:, None], use_cache=True, **extra, **{cache_kw: cache})
+                cache = _cache_of(out)
                 next_pos += 1
             generated, n_out = generated.cpu(), n_out.cpu()
             for r, i in enumerate(idx):
