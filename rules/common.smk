@@ -12,8 +12,8 @@ from dmlm import grid
 from dmlm.report.cli import OUTPUTS as REPORT_OUTPUTS
 
 # Validated by the Snakemake the user started (a cluster job's own Snakemake gets the same config),
-# and only when the config or what its checks read changed: the reference checks load encoder
-# weights (CRAFT: seconds), most of the cost of planning the paper grid (dmlm/validation_cache.py).
+# and only when the config or what its checks read changed: the reference checks read encoder
+# weights (MD5s; a weights file named in the config is loaded: seconds) (dmlm/validation_cache.py).
 try:
     if workflow.is_main_process:
         validate_once(config, Path(".snakemake") / "dmlm-validated")
