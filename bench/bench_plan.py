@@ -12,7 +12,8 @@ the paper grid waits for before anything runs:
 For the no-op case every output file the plan lists (`--summary`) is created empty with one
 common modification time, for both workflows alike (running 2,000 jobs is not the point).
 The minimal Snakefile has the same jobs per layer as ours (preparation jobs, one training job
-per run, one evaluation per run and test condition, one report per study), each a `touch`.
+per run, one evaluation per run and test condition, plain or with one modality permuted, one
+report per study), each a `touch`.
 Prints wall and CPU seconds (best of --repeat) and the ratios ours / minimal.
 
     .venv/bin/python bench/bench_plan.py [--configfile presets/paper.yaml] [--repeat 3]
@@ -35,7 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 MINIMAL = '''\
 N_PREP, N_TRAIN, N_EVAL, N_REPORT = {n_prep}, {n_train}, {n_eval}, {n_report}
-EVALS_PER_RUN = -(-N_EVAL // N_TRAIN)
 
 
 rule all:
@@ -69,7 +69,8 @@ rule evaluate:
 
 
 def report_inputs(wildcards):
-    evals = [(e // EVALS_PER_RUN, e % EVALS_PER_RUN) for e in range(N_EVAL)]
+    # round robin over the runs, so that every run is evaluated whatever N_EVAL / N_TRAIN is
+    evals = [(e % N_TRAIN, e // N_TRAIN) for e in range(N_EVAL)]
     mine = evals[int(wildcards.r)::N_REPORT]
     return [f"out/eval/{{run}}/{{cond}}.txt" for run, cond in mine]
 
@@ -133,13 +134,16 @@ def main() -> None:
 
     _, _, text = run([*ours_cmd, "-n", "--quiet", "rules"], ours)
     stats = job_stats(text)
-    n_train, n_eval, n_report = stats["train"], stats["evaluate"], stats["report"]
+    # permuted evaluations are evaluations too (each reads one run's checkpoint, feeds a report)
+    n_train, n_report = stats["train"], stats["report"]
+    n_eval = stats["evaluate"] + stats.get("evaluate_permuted", 0)
     n_prep = stats["total"] - n_train - n_eval - n_report - stats.get("all", 0)
     minimal.mkdir()
     (minimal / "Snakefile").write_text(MINIMAL.format(n_prep=n_prep, n_train=n_train, n_eval=n_eval, n_report=n_report))
     _, _, text = run([*snake, "-n", "--quiet", "rules"], minimal)
     assert job_stats(text)["total"] == stats["total"], (job_stats(text), stats)
-    print(f"{args.configfile}: {stats['total']} jobs ({n_prep} preparation, {n_train} train, {n_eval} evaluate, "
+    print(f"{args.configfile}: {stats['total']} jobs ({n_prep} preparation, {n_train} train, {n_eval} evaluate (plain "
+          f"or permuted), "
           f"{n_report} report, 1 all); minimal Snakefile: the same")
 
     workflows = (("ours", ours_cmd, ours), ("minimal", snake, minimal))

@@ -1,4 +1,5 @@
 # Shared helpers: config validation, the grid, paths, and the code fingerprint of each stage.
+import functools
 import hashlib
 import re
 import sys
@@ -11,8 +12,8 @@ from dmlm import grid
 from dmlm.report.cli import OUTPUTS as REPORT_OUTPUTS
 
 # Validated by the Snakemake the user started (a cluster job's own Snakemake gets the same config),
-# and only when the config or what its checks read changed: the reference checks load encoder
-# weights (CRAFT: seconds), most of the cost of planning the paper grid (dmlm/validation_cache.py).
+# and only when the config or what its checks read changed: the reference checks read encoder
+# weights (MD5s; a weights file named in the config is loaded: seconds) (dmlm/validation_cache.py).
 try:
     if workflow.is_main_process:
         validate_once(config, Path(".snakemake") / "dmlm-validated")
@@ -30,7 +31,7 @@ wildcard_constraints:
     split="train|val|test",
     cond=r"clean|snr-?\d+(@[a-z_]+)?|mix-[A-Za-z0-9_-]+",
     noisy_cond=r"snr-?\d+(@[a-z_]+)?|mix-[A-Za-z0-9_-]+",
-    run="|".join(map(re.escape, RUNS["run"])) if len(RUNS) else "NONE",
+    run=grid.run_pattern(config) if len(RUNS) else "NONE",
     study="|".join(config["studies"]),
     modality="lips|image",
     field="transcript|ocr",
@@ -66,6 +67,12 @@ def ragged(prefix):
     return multiext(prefix, ".npy", ".offsets.npy")
 
 
+def ragged_files(prefix):
+    """The files of a ragged array, for input functions (plain paths: multiext's flags are for
+    declaring outputs, and cost time at thousands of calls)."""
+    return [f"{prefix}.npy", f"{prefix}.offsets.npy"]
+
+
 def token_prefix(modality, split, cond="clean", encoder=None):
     """Token arrays of one modality; `encoder` is a named tokenizer of config['tokens'][modality],
     or for text (ocr, transcript) the text tokenizer's name (`local` or a pretrained backbone's)."""
@@ -78,11 +85,15 @@ def text_tokenizer_path(textenc):
     return f"results/tokens/{DATASET}/text/{textenc}/tokenizer.json"
 
 
+# The run helpers below depend on the run name (and the fixed config) only, and are asked once per
+# job at plan time: cached. Callers must not modify what they return.
+@functools.cache
 def run_text_tokenizer(run):
     """The text tokenizer a run reads (its backbone's own when pretrained, else the local one)."""
     return text_tokenizer_path(grid.run_text_encoder(config, run))
 
 
+@functools.cache
 def run_streams(run, split, cond):
     """Token arrays a run reads for one split: its modalities (and the token times of those it
     interleaves, `<modality>.times`), then the transcript."""
@@ -95,6 +106,7 @@ def run_streams(run, split, cond):
     return streams
 
 
+@functools.cache
 def run_codebooks(run):
     """Codebook file of each discrete modality of a run (training reads their vocabulary sizes)."""
     return {
@@ -103,6 +115,7 @@ def run_codebooks(run):
     }
 
 
+@functools.cache
 def run_train_cond(run):
     return grid.train_cond(config, grid.parse_run_name(run)["train_noise"])
 

@@ -23,7 +23,7 @@ def eval_stream_args(wildcards):
 
 
 def eval_inputs(wildcards):
-    return [f for prefix in eval_streams(wildcards).values() for f in ragged(prefix)]
+    return [f for prefix in eval_streams(wildcards).values() for f in ragged_files(prefix)]
 
 
 rule evaluate:

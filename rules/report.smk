@@ -26,7 +26,13 @@ CAPTIONS = "captions"  # relative to this file
 
 
 def study_records(wildcards):
-    return EVALS[EVALS["study"] == wildcards.study].to_dict(orient="records")
+    return _study_records(wildcards.study)
+
+
+@functools.cache
+def _study_records(study):
+    # three input functions ask per study; callers must not modify the records
+    return EVALS[EVALS["study"] == study].to_dict(orient="records")
 
 
 def study_eval_files(wildcards):

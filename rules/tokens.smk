@@ -28,7 +28,7 @@ def media_files(kind, split, cond="clean"):
     path = media_path(kind, split, cond)
     if kind == "image":  # the raster oracle also reads the manifest beside the images
         return [path, f"{corpus_dir(split)}/manifest.tsv"]
-    return ragged(path)
+    return ragged_files(path)
 
 
 def codebook_media(wildcards):

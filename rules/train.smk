@@ -39,7 +39,7 @@ def train_codebook_args(wildcards):
 
 def train_inputs(wildcards):
     prefixes = [p for streams in train_streams(wildcards).values() for p in streams.values()]
-    return [f for prefix in prefixes for f in ragged(prefix)]
+    return [f for prefix in prefixes for f in ragged_files(prefix)]
 
 
 rule train:

@@ -164,3 +164,19 @@ def test_loss_weight_variant_and_over_length_reach_the_run_settings():
     settings = grid.run_settings(c, "A+O.mfcc.mix.opt-small.counts.s0")
     assert settings["loss_weights"] == {"variant": "balanced", "audio": 1, "ocr": 1, "transcript": 1}
     assert settings["sequence"] == {"layout": "blocked", "over_length": "drop"}
+
+
+def test_run_pattern_matches_every_run_and_nothing_else():
+    """The `run` wildcard constraint: built from the axes, it matches each run of the default and
+    paper presets in full, and neither a path (a '/'), an undefined axis value nor a missing seed."""
+    import re
+
+    for c in (config(), yaml.safe_load((ROOT / "presets" / "paper.yaml").read_text())):
+        pattern = re.compile(grid.run_pattern(c))
+        runs = grid.runs_table(c)["run"]
+        assert len(runs) and all(pattern.fullmatch(run) for run in runs)
+        run = runs[0]
+        backbone = grid.parse_run_name(run)["backbone"]
+        for wrong in (f"{run}/eval/clean", run.replace(f".{backbone}.", ".nobackbone."),
+                      run.rpartition(".s")[0], f"X.{run}", run.replace(".s0", ".seed0")):
+            assert not pattern.fullmatch(wrong), wrong

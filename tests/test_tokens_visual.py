@@ -276,3 +276,21 @@ def test_craft_default_weights_are_md5_checked(tmp_path, monkeypatch):
     with pytest.raises(DmlmError, match=r"tokens\.image\.weights.*MD5") as err:
         craft.check_settings(craft_settings())
     assert str(tmp_path / "craft_mlt_25k.pth") in str(err.value)
+
+
+def test_craft_default_weights_check_imports_neither_easyocr_nor_torch():
+    """The config check of the default CRAFT weights (run at every plan) is an MD5 against
+    easyocr's table, read without importing easyocr (which loads torch): seconds saved per plan."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from dmlm.tokens import check_settings\n"
+        "check_settings('image', {'encoder': 'craft_kmeans', 'n_units': 4, 'fit_images': 2, 'patch': 10, 'seed': 0})\n"
+        "print(sorted(m for m in ('easyocr', 'torch') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

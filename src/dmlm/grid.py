@@ -19,12 +19,15 @@ its ``modalities``, ``order`` and ``layout`` columns.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
+import re
 
 import pandas as pd
 
 from dmlm.errors import DmlmError
-from dmlm.model.sequence import SYNCHRONIZED, input_streams
+from dmlm.model.sequence import LAYOUTS, SYNCHRONIZED, input_streams
 from dmlm.model.vocab import VocabLayout
 
 MODALITY_OF_LETTER = {"A": "audio", "L": "lips", "I": "image", "O": "ocr"}
@@ -125,11 +128,35 @@ def parse_run_name(run: str) -> dict:
 def run_input_streams(run: str) -> list[str]:
     """The streams a run's sequences read besides the transcript: its modalities in order, then
     the token times of the modalities it interleaves (``<m>.times``)."""
+    return list(_run_input_streams(run))
+
+
+@functools.lru_cache(maxsize=None)
+def _run_input_streams(run: str) -> tuple[str, ...]:
+    # asked once per job at plan time (thousands); the answer depends on the name only
     axes = parse_run_name(run)
     modalities = modality_names(axes["modalities"])
     # only the order and arrangement matter here; the sizes are placeholders
     layout = VocabLayout(modalities, {m: 1 for m in DISCRETE}, 1, arrangement=axes["layout"])
-    return input_streams(layout)
+    return tuple(input_streams(layout))
+
+
+def run_pattern(config: dict) -> str:
+    """A regex that matches every run name of ``config`` (``run_name``'s structure, each axis one
+    of the names the config defines) and no path with more or other parts: the ``run`` wildcard
+    constraint. Built from the parts, not as an alternation of the run names, whose length
+    (thousands of characters at paper scale) Snakemake pays at each wildcard substitution."""
+    def one_of(names) -> str:
+        return "(?:" + "|".join(map(re.escape, sorted(names))) + ")"
+
+    letter = "[" + "".join(MODALITY_OF_LETTER) + "]"
+    encoder = one_of({name for m in DISCRETE for name in config["tokens"].get(m, {})} or {"-"})
+    layout = one_of(x for x in LAYOUTS if x != DEFAULT_LAYOUT)
+    return (
+        rf"{letter}(?:\+{letter})*\.(?:-|{encoder}(?:\+{encoder})*)(?:\.{layout})?"
+        rf"\.{one_of(config['noise']['train_noise'])}\.{one_of(config['backbones'])}"
+        rf"\.{one_of(config['loss_weights'])}\.s\d+"
+    )
 
 
 def encoder_choices(config: dict, study: dict, modset: str) -> list[dict[str, str]]:
@@ -168,6 +195,20 @@ def evals_table(config: dict) -> pd.DataFrame:
     """One row per (study, run, test condition), with the run's axis values as columns. Where
     several axis values give one run (e.g. any order of an audio-only run), the row holds the
     first values in the study's lists (e.g. ``audio_first``, ``blocked``)."""
+    # planning asks for it several times (rules, report settings, config checks): built once per
+    # config content; each caller gets its own copy
+    key = json.dumps(config, sort_keys=True, default=repr)
+    if key not in _EVALS_CACHE:
+        if len(_EVALS_CACHE) >= 8:
+            _EVALS_CACHE.pop(next(iter(_EVALS_CACHE)))
+        _EVALS_CACHE[key] = _build_evals_table(config)
+    return _EVALS_CACHE[key].copy()
+
+
+_EVALS_CACHE: dict[str, pd.DataFrame] = {}
+
+
+def _build_evals_table(config: dict) -> pd.DataFrame:
     rows = []
     for study, spec in config["studies"].items():
         choices = [(m, e) for m in spec["modalities"] for e in encoder_choices(config, spec, m)]

@@ -1,10 +1,10 @@
 """Validate a workflow config once per set of inputs, not at every Snakemake start.
 
 Snakemake parses the Snakefile (and so validates the config) at every start: each dry run, each
-rerun that has nothing to do. The reference checks of ``dmlm.config.validate_config`` load
-encoder weights (the CRAFT check imports EasyOCR, verifies MD5s and builds the network: seconds,
-the largest part of planning the paper grid). A successful validation leaves a stamp named by a
-fingerprint of everything the checks read:
+rerun that has nothing to do. The reference checks of ``dmlm.config.validate_config`` read
+encoder weights (MD5s of default weights; a weights file the config names is loaded: torch and
+the network, seconds). A successful validation leaves a stamp named by a fingerprint of
+everything the checks read:
 
 - the config itself;
 - the sources of the ``dmlm`` package (the checks are code);

