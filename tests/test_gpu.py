@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_model import CODEBOOKS, TINY, TINY_MAMBA, WEIGHTS, WORDS, make_split, settings  # noqa: F401
+from test_model import CODEBOOKS, TINY, TINY_MAMBA, WEIGHTS, WORDS, data, make_split, settings, tokenizer_json  # noqa: F401 (fixtures)
 
 from dmlm.model import checkpoint
 from dmlm.model.backbone import build_backbone
@@ -28,25 +28,6 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 FAMILIES = {"opt": dict(TINY, hidden=64, ffn=128), "mamba": dict(TINY_MAMBA, hidden=64)}
-
-
-@pytest.fixture(scope="module")
-def tokenizer_json(tmp_path_factory):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
-    tok.save(str(path))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    (root / "train").mkdir()
-    (root / "val").mkdir()
-    return {"train": make_split(root / "train", 24, 1), "val": make_split(root / "val", 8, 2)}
 
 
 def test_auto_means_cuda_and_bf16_here():

@@ -24,10 +24,10 @@ from dmlm.model.sequence import (
     prompt_length,
     sequence_length,
 )
-from dmlm.model.train import TrainConfig, make_optimizer, train_run, weighted_loss
+from dmlm.model.train import train_run
 from dmlm.model.vocab import VocabLayout, text_vocab_size
 from dmlm.storage import Ragged, save_ragged
-from test_model import TINY, WORDS, settings, tokenizer_json  # noqa: F401  (a fixture)
+from test_model import TINY, WORDS, fixed_batch_losses, settings, tokenizer_json  # noqa: F401  (a fixture)
 
 torch.set_num_threads(1)
 
@@ -209,14 +209,7 @@ def test_each_axis_value_overfits_a_fixed_batch(tokenizer_json, data, order, arr
     assert w[0, : len(first[1])].tolist() == pytest.approx(first[1].tolist())
     torch.manual_seed(0)
     model = build_backbone(dict(TINY, hidden=64, ffn=128), layout.vocab_size, "tiny")
-    opt = make_optimizer(model, TrainConfig(lr=3e-3, weight_decay=0.0))
-    losses = []
-    for _ in range(100):
-        loss = weighted_loss(model, ids, w)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fixed_batch_losses(model, ids, w)
     assert losses[-1] <= 0.5 * losses[0], losses[::10]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from test_model import CODEBOOKS, TINY, TINY_MAMBA, WEIGHTS, WORDS, make_split, settings  # noqa: F401
+from test_model import CODEBOOKS, TINY, TINY_MAMBA, WEIGHTS, WORDS, data, make_split, settings, tokenizer_json  # noqa: F401 (fixtures)
 
 from dmlm.errors import DmlmError
 from dmlm.model import checkpoint
@@ -27,25 +27,6 @@ from dmlm.storage import Ragged
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tokenizer_json(tmp_path_factory):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
-    tok.save(str(path))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    (root / "train").mkdir()
-    (root / "val").mkdir()
-    return {"train": make_split(root / "train", 24, 1), "val": make_split(root / "val", 8, 2)}
 
 
 def train_argv(s, data, tokenizer_json, out):
