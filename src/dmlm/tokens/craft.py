@@ -43,7 +43,7 @@ import numpy as np
 
 from dmlm.errors import DmlmError
 from dmlm.tokens.codebook import Codebook, positive_int, progress, require, sample_indices
-from dmlm.tokens.image import load_images
+from dmlm.tokens.image import load_images, patch_size
 
 ENCODER = "craft_kmeans"
 WEIGHTS_FILE = "craft_mlt_25k.pth"
@@ -129,13 +129,6 @@ def _layer(settings: dict) -> str:
     return layer
 
 
-def _patch(settings: dict, images: np.ndarray, path) -> int:
-    p = positive_int(settings, "patch", "image")
-    if p > min(images.shape[1:]):
-        raise DmlmError(f"tokens.image.patch: {p} exceeds the image size {images.shape[1:]} of {path}")
-    return p
-
-
 class CraftFeatures:
     """Callable: uint8 images (N, H, W) -> float32 (N, (H//p) * (W//p), channels), raster order."""
 
@@ -203,7 +196,7 @@ def fit(settings: dict, media_path: str | os.PathLike) -> Codebook:
     _layer(settings)
     extract = CraftFeatures(settings)  # checks the weights before the images are read
     images = load_images(media_path)
-    _patch(settings, images, media_path)
+    patch_size(settings, images, media_path)
     chosen = sample_indices(len(images), n_fit, seed)
     step = extract.batch
     rows = [
@@ -218,7 +211,7 @@ def encode(codebook: Codebook, media_path: str | os.PathLike) -> list[np.ndarray
     """int32 unit ids (raster order over the patch grid) per image of ``media_path`` (.npy)."""
     extract = CraftFeatures(codebook.settings)
     images = load_images(media_path)
-    _patch(codebook.settings, images, media_path)
+    patch_size(codebook.settings, images, media_path)
     if extract.dim != codebook.dim:
         raise DmlmError(f"image codebook has {codebook.dim}-dim centroids, layer {extract.layer} gives {extract.dim}")
     out = []

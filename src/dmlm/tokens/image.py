@@ -45,7 +45,8 @@ def load_images(media_path: str | os.PathLike) -> np.ndarray:
     return images
 
 
-def _patch(settings: dict, images: np.ndarray, path) -> int:
+def patch_size(settings: dict, images: np.ndarray, path) -> int:
+    """``tokens.image.patch``, checked against the image size (patches and CRAFT features alike)."""
     p = positive_int(settings, "patch", "image")
     if p > min(images.shape[1:]):
         raise DmlmError(f"tokens.image.patch: {p} exceeds the image size {images.shape[1:]} of {path}")
@@ -58,7 +59,7 @@ def fit(settings: dict, media_path: str | os.PathLike) -> Codebook:
     n_fit = positive_int(settings, "fit_images", "image")
     seed = int(require(settings, "seed", "image"))
     images = load_images(media_path)
-    p = _patch(settings, images, media_path)
+    p = patch_size(settings, images, media_path)
     chosen = sample_indices(len(images), n_fit, seed)
     rows = [
         patch_features(images[chosen[s : s + CHUNK_IMAGES]], p).reshape(-1, p * p)
@@ -70,7 +71,7 @@ def fit(settings: dict, media_path: str | os.PathLike) -> Codebook:
 def encode(codebook: Codebook, media_path: str | os.PathLike) -> list[np.ndarray]:
     """int32 patch ids (raster order) per image of ``media_path`` (.npy)."""
     images = load_images(media_path)
-    p = _patch(codebook.settings, images, media_path)
+    p = patch_size(codebook.settings, images, media_path)
     if p * p != codebook.dim:
         raise DmlmError(f"image codebook has {codebook.dim}-dim centroids, patches have {p * p}")
     out = []
