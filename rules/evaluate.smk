@@ -38,6 +38,7 @@ rule evaluate:
     params:
         settings=as_json(EVAL_SETTINGS),
         streams=eval_stream_args,
+        permute="",
         code=code_version(*EVAL_CODE),
     log:
         "results/logs/evaluate/{run}/{cond}.log",
@@ -48,16 +49,11 @@ rule evaluate:
         **requests("evaluate", mem_mb=2000, runtime=30),
     shell:
         dmlm_cmd("evaluate") + " --checkpoint {input.checkpoint} {params.streams}"
-        " --tokenizer {input.tokenizer} --manifest {input.manifest}"
-        " --out-dir results/runs/{wildcards.run}/eval/{wildcards.cond} > {log} 2>&1"
+        " --tokenizer {input.tokenizer} --manifest {input.manifest} {params.permute}"
+        " --out-dir $(dirname {output.wer}) > {log} 2>&1"
 
 
-rule evaluate_permuted:
-    input:
-        checkpoint="results/runs/{run}/checkpoint.pt",
-        tokens=eval_inputs,
-        tokenizer=lambda wildcards: run_text_tokenizer(wildcards.run),
-        manifest=f"results/corpus/{DATASET}/test/manifest.tsv",
+use rule evaluate as evaluate_permuted with:
     output:
         hyps="results/runs/{run}/eval/{cond}/perm-{permuted}/hyps.tsv",
         wer="results/runs/{run}/eval/{cond}/perm-{permuted}/wer.json",
@@ -66,17 +62,12 @@ rule evaluate_permuted:
     params:
         settings=as_json({**EVAL_SETTINGS, "permutation_seed": permutation_seed(config)}),
         streams=eval_stream_args,
+        permute="--permute {permuted}",
         code=code_version(*EVAL_CODE),
     log:
         "results/logs/evaluate_permuted/{run}/{cond}/{permuted}.log",
     benchmark:
         "results/benchmarks/evaluate_permuted/{run}/{cond}/{permuted}.tsv"
-    threads: 1
     resources:
-        # as evaluate (same decoding): 1.1 GB, 15 s per condition measured on the default preset
-        mem_mb=2000,
-        runtime=30,
-    shell:
-        dmlm_cmd("evaluate") + " --checkpoint {input.checkpoint} {params.streams}"
-        " --tokenizer {input.tokenizer} --manifest {input.manifest} --permute {wildcards.permuted}"
-        " --out-dir results/runs/{wildcards.run}/eval/{wildcards.cond}/perm-{wildcards.permuted} > {log} 2>&1"
+        # the same decoding as evaluate: 1.1 GB, 15 s per condition measured on the default preset
+        **requests("evaluate_permuted", mem_mb=2000, runtime=30),

@@ -88,13 +88,6 @@ class Ragged(Sequence):
         offsets = np.load(offsets_path)
         return cls(data, offsets, source=str(data_path))
 
-    @classmethod
-    def from_items(cls, items: Sequence[np.ndarray]) -> "Ragged":
-        lengths = [len(x) for x in items]
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        data = np.concatenate([np.asarray(x) for x in items]) if items else np.zeros(0)
-        return cls(data, offsets)
-
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
