@@ -191,6 +191,30 @@ def test_lips_open_and_closed_get_different_units(tmp_path):
     assert Ragged.load(tmp_path / "lip_tokens.times")[0].tolist() == [j / 25 for j in range(len(items[0]))]
 
 
+def test_lips_frame_stack(tmp_path):
+    """frame_stack k: one unit per k frames of an utterance (never across utterances), each the
+    nearest centroid to the k frames' features side by side, at 25 / k Hz."""
+    from dmlm.tokens.lips import frame_features
+
+    rng = np.random.default_rng(5)
+    items = [np.concatenate([_mouth_frames(rng, 4 + u, False), _mouth_frames(rng, 3 + 2 * u, True)]) for u in range(5)]
+    save_ragged(tmp_path / "lips", items, dtype=np.uint8)
+    settings = {"encoder": "pixel_kmeans", "n_units": 6, "fit_frames": 1000, "downsample": 11,
+                "collapse_repeats": False, "frame_stack": 3, "seed": 7}
+    cb = fit_codebook("lips", settings, tmp_path / "lips", tmp_path / "lips.npz")
+    assert cb.centroids.shape == (6, 3 * 11 * 11)
+    ids = encode_media("lips", tmp_path / "lips.npz", tmp_path / "lips", tmp_path / "lip_tokens")
+    assert [len(x) for x in ids] == [math.ceil(len(x) / 3) for x in items]
+    for frames, units in zip(items, ids):
+        feats = frame_features(frames, 11)
+        feats = np.concatenate([feats, np.repeat(feats[-1:], (-len(feats)) % 3, axis=0)]).reshape(-1, 3 * 11 * 11)
+        nearest = ((feats[:, None, :] - cb.centroids[None]) ** 2).sum(-1).argmin(1)
+        assert units.tolist() == nearest.tolist()
+    assert Ragged.load(tmp_path / "lip_tokens.times")[1].tolist() == [3 * j / 25 for j in range(len(ids[1]))]
+    # closed and open mouths still get different units
+    assert ids[4][0] != ids[4][-1]
+
+
 def _with_setting(path, **kw):
     cb = Codebook.load(path)
     cb.settings.update(kw)

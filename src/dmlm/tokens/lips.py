@@ -9,8 +9,13 @@ scaled to [0, 1] and flattened.
 lowest-frequency coefficients are kept (top-left block, row by row; default 8 -> 64 values). The DC
 coefficient (mean brightness, which mostly tells speakers' skin apart) is kept like the rest.
 
-The codebook is fitted on up to ``fit_frames`` frames drawn deterministically (seed) from all
-frames of the split; each utterance's frames are encoded to one unit per frame (25 Hz), with
+With ``frame_stack`` k (default 1), k consecutive frames of an utterance are concatenated into one
+feature (k x the frame's values; the last group padded with copies of the last frame), as
+``mfcc_kmeans`` stacks audio frames: one unit per k frames (25 / k Hz), each unit seeing the
+mouth's motion over k / 25 s. Lip blocks get k times shorter, which is what a 2-core preset needs.
+
+The codebook is fitted on up to ``fit_frames`` (stacked) frames drawn deterministically (seed) from
+all frames of the split; each utterance's frames are encoded to one unit per (stacked) frame, with
 consecutive repeats merged when ``collapse_repeats`` is set.
 """
 
@@ -29,6 +34,7 @@ from dmlm.tokens.codebook import (
     progress,
     require,
     sample_indices,
+    stack_frames,
 )
 
 ENCODER = "pixel_kmeans"
@@ -90,12 +96,32 @@ class _Features:
             self.size = positive_int(settings, "dct_size", "lips") if "dct_size" in settings else DEFAULT_DCT_SIZE
             if self.size > min(h, w):
                 raise DmlmError(f"tokens.lips.dct_size: {self.size} exceeds the frame size {h}x{w} of {frames.source}")
-        self.dim = self.size * self.size
+        self.stack = positive_int(settings, "frame_stack", "lips") if "frame_stack" in settings else 1
+        self.dim = self.size * self.size * self.stack
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
+        """One utterance's frames -> its (stacked) feature rows."""
         if self.kind == "pixels":
-            return frame_features(frames, self.size)
-        return dct_features(frames, self.size)
+            return stack_frames(frame_features(frames, self.size), self.stack)
+        return stack_frames(dct_features(frames, self.size), self.stack)
+
+    def rows_per_item(self, frames) -> np.ndarray:
+        """Feature rows each utterance gives: ceil(T / frame_stack)."""
+        return -(-np.diff(frames.offsets) // self.stack)
+
+    def chunks(self, frames, label: str):
+        """(first item, stacked rows of items [first, next first)) over groups of whole utterances of
+        at most CHUNK_FRAMES frames each (one utterance where it alone is longer): bounded memory,
+        and stacking never crosses an utterance."""
+        starts = [0]
+        for i in range(1, len(frames)):
+            if frames.offsets[i] - frames.offsets[starts[-1]] + frames.offsets[i + 1] - frames.offsets[i] > CHUNK_FRAMES:
+                starts.append(i)
+        for a, b in progress(list(zip(starts, [*starts[1:], len(frames)])), label):
+            span = frames.read_rows(int(frames.offsets[a]), int(frames.offsets[b]))  # read, don't map
+            base = frames.offsets[a]
+            rows = [self(span[frames.offsets[i] - base : frames.offsets[i + 1] - base]) for i in range(a, b)]
+            yield a, np.concatenate(rows)
 
 
 def load_frames(media_path: str | os.PathLike):
@@ -129,6 +155,8 @@ def check_settings(settings: dict) -> None:
         positive_int(settings, "downsample", "lips")
     elif "dct_size" in settings:
         positive_int(settings, "dct_size", "lips")
+    if "frame_stack" in settings:
+        positive_int(settings, "frame_stack", "lips")
 
 
 def fit(settings: dict, media_path: str | os.PathLike) -> Codebook:
@@ -138,12 +166,13 @@ def fit(settings: dict, media_path: str | os.PathLike) -> Codebook:
     seed = int(require(settings, "seed", "lips"))
     frames = load_frames(media_path)
     extract = _Features(settings, frames)
-    chosen = sample_indices(len(frames.data), n_fit, seed)
+    row_offsets = np.concatenate([[0], np.cumsum(extract.rows_per_item(frames))])
+    chosen = sample_indices(int(row_offsets[-1]), n_fit, seed)  # sorted
     rows = []
-    for s in progress(range(0, len(chosen), CHUNK_FRAMES), "lip features (fit)"):
-        picked = chosen[s : s + CHUNK_FRAMES]  # sorted
-        span = frames.read_rows(int(picked[0]), int(picked[-1]) + 1)  # read, don't map: bounded memory
-        rows.append(extract(span[picked - picked[0]]))
+    for first, feats in extract.chunks(frames, "lip features (fit)"):
+        start = row_offsets[first]
+        picked = chosen[(chosen >= start) & (chosen < start + len(feats))]
+        rows.append(feats[picked - start])
     return Codebook.fit(np.concatenate(rows), {**settings, "features": extract.kind}, "lips")
 
 
@@ -155,19 +184,21 @@ def encode(codebook: Codebook, media_path: str | os.PathLike, return_frames: boo
     if extract.dim != codebook.dim:
         raise DmlmError(f"lips codebook has {codebook.dim}-dim centroids, features have {extract.dim}")
     collapse = bool(codebook.settings.get("collapse_repeats", False))
-    # encode the concatenated frames in chunks, then cut per utterance
-    ids = np.empty(len(frames.data), dtype=np.int32)
-    for s in progress(range(0, len(ids), CHUNK_FRAMES), "lip tokens"):
-        ids[s : s + CHUNK_FRAMES] = codebook.encode(extract(frames.read_rows(s, min(s + CHUNK_FRAMES, len(ids)))))
+    # encode groups of whole utterances, then cut per utterance
+    row_offsets = np.concatenate([[0], np.cumsum(extract.rows_per_item(frames))])
+    ids = np.empty(int(row_offsets[-1]), dtype=np.int32)
+    for first, feats in extract.chunks(frames, "lip tokens"):
+        ids[row_offsets[first] : row_offsets[first] + len(feats)] = codebook.encode(feats)
     out, kept = [], []
     for i in range(len(frames)):
-        item = ids[frames.offsets[i] : frames.offsets[i + 1]]
+        item = ids[row_offsets[i] : row_offsets[i + 1]]
         kept.append(kept_units(item, collapse))
         out.append(item[kept[-1]])
     return (out, kept) if return_frames else out
 
 
 def describe(codebook: Codebook) -> dict:
-    """Vocabulary size and the nominal frame rate (one unit per video frame; ``fps`` from the
-    settings, default 25 Hz; with ``collapse_repeats`` units come at most this often)."""
-    return {"vocab_size": codebook.n_units, "frame_rate": float(codebook.settings.get("fps", 25))}
+    """Vocabulary size and the nominal unit rate (one unit per ``frame_stack`` video frames; ``fps``
+    from the settings, default 25 Hz; with ``collapse_repeats`` units come at most this often)."""
+    fps = float(codebook.settings.get("fps", 25))
+    return {"vocab_size": codebook.n_units, "frame_rate": fps / int(codebook.settings.get("frame_stack", 1))}
