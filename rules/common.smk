@@ -136,6 +136,14 @@ def all_reports():
     )
 
 
+# Which ready job runs first when cores are short (Snakemake's `priority:`, higher first): data
+# preparation (short jobs on the way to every training job), then training (the long jobs), then
+# evaluations and reports (priority 0). Measured on the default preset with equal priorities: the
+# scheduler left the lip codebook until after three runs' evaluations, so A+L trained last and
+# alone, and the run took over 50 minutes instead of about 35.
+PRIORITY_PREPARE, PRIORITY_TRAIN = 2, 1
+
+
 # ==================================================================================================
 # Cluster resources and Slurm checks (issue 7: Slurm profile). Kept apart from the grid helpers.
 # Every rule asks `**requests(rule, mem_mb=..., runtime=...)` with its measured values; a preset's

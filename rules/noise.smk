@@ -29,6 +29,7 @@ rule noise_bank:
         "results/logs/noise_bank/{bank}.log",
     benchmark:
         "results/benchmarks/noise_bank/{bank}.tsv"
+    priority: PRIORITY_PREPARE
     threads: 1
     resources:
         **requests("noise_bank", mem_mb=1000, runtime=20),
@@ -51,6 +52,7 @@ rule mix:
         "results/logs/mix/{dataset}/{noisy_cond}/{split}.log",
     benchmark:
         "results/benchmarks/mix/{dataset}/{noisy_cond}/{split}.tsv"
+    priority: PRIORITY_PREPARE
     threads: 1
     resources:
         **requests("mix", mem_mb=3500, runtime=10),

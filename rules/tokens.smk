@@ -81,6 +81,7 @@ rule fit_codebook:
         "results/logs/fit_codebook/{dataset}/{kind}/{encoder}.log",
     benchmark:
         "results/benchmarks/fit_codebook/{dataset}/{kind}/{encoder}.tsv"
+    priority: PRIORITY_PREPARE
     threads: 2
     resources:
         **requests("fit_codebook", mem_mb=2000, runtime=20, gpu="encoder"),
@@ -105,6 +106,7 @@ rule encode_audio:
         "results/logs/encode/{dataset}/audio/{encoder}/{cond}/{split}.log",
     benchmark:
         "results/benchmarks/encode_audio/{dataset}/{encoder}/{cond}/{split}.tsv"
+    priority: PRIORITY_PREPARE
     threads: 1
     resources:
         **requests("encode_audio", mem_mb=3000, runtime=20, gpu="encoder"),
@@ -130,6 +132,7 @@ rule encode_visual:
         "results/logs/encode/{dataset}/{modality}/{encoder}/{split}.log",
     benchmark:
         "results/benchmarks/encode_visual/{dataset}/{modality}/{encoder}/{split}.tsv"
+    priority: PRIORITY_PREPARE
     threads: 1
     resources:
         **requests("encode_visual", mem_mb=2000, runtime=20, gpu="encoder"),
@@ -179,6 +182,7 @@ rule text_tokenizer:
         code=code_version("tokens/text.py"),
     log:
         "results/logs/text_tokenizer/{dataset}/{textenc}.log",
+    priority: PRIORITY_PREPARE
     threads: 1
     resources:
         **requests("text_tokenizer", mem_mb=500, runtime=5),
@@ -202,6 +206,7 @@ rule encode_text:
         code=code_version("tokens/text.py"),
     log:
         "results/logs/encode_text/{dataset}/{field}/{textenc}/{split}.log",
+    priority: PRIORITY_PREPARE
     threads: 1
     resources:
         **requests("encode_text", mem_mb=500, runtime=5),

@@ -59,6 +59,7 @@ rule train:
         "results/logs/train/{run}.log",
     benchmark:
         "results/benchmarks/train/{run}.tsv"
+    priority: PRIORITY_TRAIN
     threads: 1
     resources:
         **requests("train", mem_mb=3000, runtime=60, gpu=1),
