@@ -138,10 +138,13 @@ def all_reports():
 
 # Which ready job runs first when cores are short (Snakemake's `priority:`, higher first): data
 # preparation (short jobs on the way to every training job), then training (the long jobs), then
-# evaluations and reports (priority 0). Measured on the default preset with equal priorities: the
-# scheduler left the lip codebook until after three runs' evaluations, so A+L trained last and
-# alone, and the run took over 50 minutes instead of about 35.
-PRIORITY_PREPARE, PRIORITY_TRAIN = 2, 1
+# evaluations and reports (priority 0). Snakemake starts the set of ready jobs with the largest
+# summed priority that fits the free cores, so a 2-thread preparation job must outweigh two
+# 1-thread ones (5 > 2 + 2); otherwise it waits until both cores are free at once, which, once
+# training runs, is the end. Measured on the default preset: with equal priorities the lip codebook
+# waited for three runs' evaluations; with 2-thread jobs at priority 2 it waited for the other
+# three runs' training. Either way A+L trained last and alone (over 45 minutes instead of ~40).
+PRIORITY_PREPARE_WIDE, PRIORITY_PREPARE, PRIORITY_TRAIN = 5, 2, 1
 
 
 # ==================================================================================================

@@ -30,7 +30,7 @@ rule corpus:
         "results/logs/corpus/{dataset}/{split}.log",
     benchmark:
         "results/benchmarks/corpus/{dataset}/{split}.tsv"
-    priority: PRIORITY_PREPARE
+    priority: PRIORITY_PREPARE_WIDE
     threads: 2
     resources:
         **requests("corpus", mem_mb=2500, runtime=30),
@@ -52,7 +52,7 @@ rule ocr:
         "results/logs/ocr/{dataset}/{split}.log",
     benchmark:
         "results/benchmarks/ocr/{dataset}/{split}.tsv"
-    priority: PRIORITY_PREPARE
+    priority: PRIORITY_PREPARE_WIDE
     threads: 2
     resources:
         **requests("ocr", mem_mb=2000, runtime=30),

@@ -81,7 +81,7 @@ rule fit_codebook:
         "results/logs/fit_codebook/{dataset}/{kind}/{encoder}.log",
     benchmark:
         "results/benchmarks/fit_codebook/{dataset}/{kind}/{encoder}.tsv"
-    priority: PRIORITY_PREPARE
+    priority: PRIORITY_PREPARE_WIDE
     threads: 2
     resources:
         **requests("fit_codebook", mem_mb=2000, runtime=20, gpu="encoder"),
