@@ -154,10 +154,15 @@ alive "$BASE/run/slurmd.pid" || /usr/sbin/slurmd
 # wait until the node is idle (resume it if a drain or an earlier bad config left it unusable);
 # a daemon that died (e.g. a fatal config error) ends the wait at once with its log
 fail() { echo "slurm-up: $1" >&2; tail -n 20 "$BASE"/log/slurmctld.log "$BASE"/log/slurmd.log >&2 || true; exit 1; }
+# (a daemon writes its pid file a moment after it forks, and an old file may still name a dead
+# process: a daemon counts as dead only if it is still not alive after 5 s; checking at once
+# failed once on a loaded machine)
 st=""
-for _ in $(seq 120); do
-  alive "$BASE/run/slurmctld.pid" || fail "slurmctld is not running"
-  alive "$BASE/run/slurmd.pid" || fail "slurmd is not running"
+for i in $(seq 120); do
+  if [ "$i" -gt 10 ]; then
+    alive "$BASE/run/slurmctld.pid" || fail "slurmctld is not running"
+    alive "$BASE/run/slurmd.pid" || fail "slurmd is not running"
+  fi
   st=$(timeout 10 sinfo -h -n "$NODE" -o %T 2>/dev/null || true)
   case "$st" in
     idle|mixed|allocated) echo "slurm up: node $NODE $st"; exit 0 ;;
