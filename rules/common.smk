@@ -143,7 +143,7 @@ def all_reports():
 # 1-thread ones (5 > 2 + 2); otherwise it waits until both cores are free at once, which, once
 # training runs, is the end. Measured on the default preset: with equal priorities the lip codebook
 # waited for three runs' evaluations; with 2-thread jobs at priority 2 it waited for the other
-# three runs' training. Either way A+L trained last and alone (over 45 minutes instead of ~40).
+# three runs' training. Either way A+L trained last and alone (over 45 minutes instead of 39).
 PRIORITY_PREPARE_WIDE, PRIORITY_PREPARE, PRIORITY_TRAIN = 5, 2, 1
 
 

@@ -115,7 +115,7 @@ class _Features:
         and stacking never crosses an utterance."""
         starts = [0]
         for i in range(1, len(frames)):
-            if frames.offsets[i] - frames.offsets[starts[-1]] + frames.offsets[i + 1] - frames.offsets[i] > CHUNK_FRAMES:
+            if frames.offsets[i + 1] - frames.offsets[starts[-1]] > CHUNK_FRAMES:  # adding item i overflows
                 starts.append(i)
         for a, b in progress(list(zip(starts, [*starts[1:], len(frames)])), label):
             span = frames.read_rows(int(frames.offsets[a]), int(frames.offsets[b]))  # read, don't map
