@@ -101,13 +101,12 @@ class _Features:
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         """One utterance's frames -> its (stacked) feature rows."""
-        if self.kind == "pixels":
-            return stack_frames(frame_features(frames, self.size), self.stack)
-        return stack_frames(dct_features(frames, self.size), self.stack)
+        features = frame_features if self.kind == "pixels" else dct_features
+        return stack_frames(features(frames, self.size), self.stack)
 
-    def rows_per_item(self, frames) -> np.ndarray:
-        """Feature rows each utterance gives: ceil(T / frame_stack)."""
-        return -(-np.diff(frames.offsets) // self.stack)
+    def row_offsets(self, frames) -> np.ndarray:
+        """Offsets of each utterance's feature rows (it gives ceil(T / frame_stack) of them)."""
+        return np.concatenate([[0], np.cumsum(-(-np.diff(frames.offsets) // self.stack))])
 
     def chunks(self, frames, label: str):
         """(first item, stacked rows of items [first, next first)) over groups of whole utterances of
@@ -166,7 +165,7 @@ def fit(settings: dict, media_path: str | os.PathLike) -> Codebook:
     seed = int(require(settings, "seed", "lips"))
     frames = load_frames(media_path)
     extract = _Features(settings, frames)
-    row_offsets = np.concatenate([[0], np.cumsum(extract.rows_per_item(frames))])
+    row_offsets = extract.row_offsets(frames)
     chosen = sample_indices(int(row_offsets[-1]), n_fit, seed)  # sorted
     rows = []
     for first, feats in extract.chunks(frames, "lip features (fit)"):
@@ -185,7 +184,7 @@ def encode(codebook: Codebook, media_path: str | os.PathLike, return_frames: boo
         raise DmlmError(f"lips codebook has {codebook.dim}-dim centroids, features have {extract.dim}")
     collapse = bool(codebook.settings.get("collapse_repeats", False))
     # encode groups of whole utterances, then cut per utterance
-    row_offsets = np.concatenate([[0], np.cumsum(extract.rows_per_item(frames))])
+    row_offsets = extract.row_offsets(frames)
     ids = np.empty(int(row_offsets[-1]), dtype=np.int32)
     for first, feats in extract.chunks(frames, "lip tokens"):
         ids[row_offsets[first] : row_offsets[first] + len(feats)] = codebook.encode(feats)
