@@ -296,6 +296,68 @@ def test_text_tokenizer_round_trip_and_shared_ids(tmp_path):
     assert decode(loaded, loaded.encode("3 Q plus").ids) == "3 [UNK] plus"
 
 
+WRITTEN = {"plus": "+", "minus": "-", "equals": "=", "over": "/", "to the power of": "^", "log of": "log"}
+
+
+def test_text_tokenizer_split_digits_and_written_forms(tmp_path):
+    """digits: split and written forms: transcripts and OCR share digit and symbol tokens, the
+    transcript reads back exactly (WER is scored on it), and adjacent numbers stay apart."""
+    from dmlm.tokens.text import decode, encode_table, load_tokenizer, normalize, train_text_tokenizer
+
+    # the corpus' own words; "22 over 3 47 t": two numbers side by side where one equation ends
+    transcripts = [
+        "17 over 41 d minus log of 4 equals 22 over 3 47 t minus x equals 42 over 41 k",
+        "7 to the power of 6 minus 2 equals h 20 q plus c equals 5 n to the power of 2",
+    ]
+    ocr = ["47T -X = 4241K 1741D - LOG 4 = 223", "7-2=H 20Q + = 5N"]  # tesseract's reading of the images
+    write_table(tmp_path / "manifest.tsv", [{"id": f"train-{i:06d}", "transcript": t} for i, t in enumerate(transcripts)])
+    write_table(tmp_path / "ocr.tsv", [{"id": f"train-{i:06d}", "ocr": t, "engine": "x"} for i, t in enumerate(ocr)])
+    settings = {"min_frequency": 1, "digits": "split", "written": WRITTEN}
+    train_text_tokenizer(tmp_path / "manifest.tsv", tmp_path / "ocr.tsv", tmp_path / "tok.json", settings)
+    tok = load_tokenizer(tmp_path / "tok.json")
+    t_ids = encode_table(tmp_path / "tok.json", tmp_path / "manifest.tsv", "transcript", tmp_path / "t")
+    o_ids = encode_table(tmp_path / "tok.json", tmp_path / "ocr.tsv", "ocr", tmp_path / "o")
+
+    pieces = [tok.id_to_token(int(i)) for i in t_ids[0]]
+    assert pieces == ["1", "##7", "/", "4", "##1", "d", "-", "log", "4", "=", "2", "##2", "/", "3",
+                      "4", "##7", "t", "-", "x", "=", "4", "##2", "/", "4", "##1", "k"]
+    assert [tok.id_to_token(int(i)) for i in o_ids[0]][:9] == ["4", "##7", "t", "-", "x", "=", "4", "##2", "##4"]
+    assert o_ids[0][:6].tolist() == t_ids[0][14:20].tolist()  # "47t - x =": the same ids in both
+    assert "^" in [tok.id_to_token(int(i)) for i in t_ids[1]]
+    for text, ids in zip(transcripts, t_ids):
+        assert decode(tok, ids) == text  # exact: "22 over 3 47 t" is not read as "22 over 347 t"
+        assert normalize(tok, text) == text
+    assert not any(tok.id_to_token(i).isdigit() and len(tok.id_to_token(i)) > 1 for i in range(tok.get_vocab_size()))
+
+    # each option on its own
+    train_text_tokenizer(tmp_path / "manifest.tsv", tmp_path / "ocr.tsv", tmp_path / "d.json", {"min_frequency": 1, "digits": "split"})
+    assert decode(tmp_path / "d.json", load_tokenizer(tmp_path / "d.json").encode("42 over 41 k").ids) == "42 over 41 k"
+    train_text_tokenizer(tmp_path / "manifest.tsv", tmp_path / "ocr.tsv", tmp_path / "w.json", {"min_frequency": 1, "written": WRITTEN})
+    w = load_tokenizer(tmp_path / "w.json")
+    assert w.encode("42 over 41 k").tokens == ["42", "/", "41", "k"]
+    assert decode(w, w.encode("42 over 41 k").ids) == "42 over 41 k"
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"digits": "bytes"}, "tokens.text.digits"),
+        ({"written": {"plus": "+ +"}}, "tokens.text.written.plus: '\\+ \\+' must be one token piece"),
+        ({"written": {"plus": "+", "minus": "+"}}, "two phrases share a symbol"),
+        ({"written": {"Plus": "+"}}, "lowercase words"),
+        # "log" also stands alone in this transcript: "log of" -> "log" could not be read back
+        ({"written": {"log of": "log"}}, "'3 log of x log' does not read back"),
+    ],
+)
+def test_text_tokenizer_bad_settings_name_the_key(tmp_path, settings, message):
+    from dmlm.tokens.text import train_text_tokenizer
+
+    write_table(tmp_path / "manifest.tsv", [{"id": "train-000000", "transcript": "3 log of x log"}])
+    with pytest.raises(DmlmError, match=message):
+        train_text_tokenizer(tmp_path / "manifest.tsv", None, tmp_path / "tok.json", {"min_frequency": 1, **settings})
+    assert not (tmp_path / "tok.json").exists()
+
+
 def test_bad_inputs_name_the_file(tmp_path, speech):
     missing = tmp_path / "nowhere" / "audio"
     with pytest.raises(DmlmError, match="nowhere"):

@@ -101,6 +101,7 @@ def check_references(config: dict) -> None:
                 "(the name of the locally trained text tokenizer)"
             )
     problems += check_encoders(config)
+    problems += check_text(config)
     bank = config["noise"]["bank"]
     if "path" in bank and not Path(bank["path"]).is_dir():
         problems.append(f"config key noise.bank.path: {bank['path']} is not a folder")
@@ -136,6 +137,18 @@ def check_encoders(config: dict) -> list[str]:
         except DmlmError as err:
             problems.append(f"config key tokens.{modality}.{name}: {err}")
     return problems
+
+
+def check_text(config: dict) -> list[str]:
+    """The local text tokenizer's settings (digits, written forms), before any job; reading the
+    written forms back is checked on the transcripts when the tokenizer is trained."""
+    from dmlm.tokens.text import check_text_settings
+
+    try:
+        check_text_settings(config["tokens"]["text"])
+    except DmlmError as err:
+        return [f"config key {err}"]
+    return []
 
 
 def validate_config(config: dict) -> dict:

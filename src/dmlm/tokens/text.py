@@ -1,27 +1,42 @@
 """Text ids for transcripts and OCR: one text tokenizer per run, named by ``textenc``.
 
-``local`` (a run on a freshly initialised backbone): a `tokenizers` WordLevel tokenizer trained
-here. Normalisation lowercases; pre-tokenisation splits on whitespace, then into digit runs,
-letter runs and single other characters, so the OCR string ``3X+5=12`` becomes ``3 x + 5 = 12``
-and the transcript ``3 x plus 5 equals 12`` becomes ``3 x plus 5 equals 12``: both share the
-tokens ``3``, ``x``, ``5`` and ``12``. The vocabulary is trained on the train split's transcripts
-and OCR strings (``[UNK]`` is id 0; ``min_frequency`` from the settings).
+``local`` (a run on a freshly initialised backbone): a `tokenizers` tokenizer trained here.
+Normalisation lowercases; pre-tokenisation splits on whitespace, then into digit runs, letter runs
+and single other characters, so the OCR string ``3X+5=12`` becomes ``3 x + 5 = 12`` and the
+transcript ``3 x plus 5 equals 12`` becomes ``3 x plus 5 equals 12``: both share the tokens ``3``,
+``x``, ``5`` and ``12``. The vocabulary is trained on the train split's transcripts and OCR strings
+(``[UNK]`` is id 0; ``min_frequency`` from the settings). Two settings make transcripts and OCR
+share more tokens; both are undone by decoding, so a transcript round-trips exactly and WER is
+scored on the words as the corpus writes them:
+
+- ``digits``: ``whole`` (default: a WordLevel tokenizer, a digit run is one token, ``43`` one of 50
+  numbers) or ``split``: a WordPiece tokenizer whose only pieces are the words (letter runs and
+  symbols), the ten digits and the ten continuation digits ``##0``-``##9``, so ``43`` is
+  ``4 ##3``. Numbers then share digits with each other and with the OCR, where the authors'
+  post-processing glues the fraction ``43/46`` into ``4346`` (``4 ##3 ##4 ##6``; the transcript's
+  ``43 over 46`` is ``4 ##3 over 4 ##6``).
+- ``written``: spoken phrases read as the one symbol the OCR shows for them, e.g.
+  ``{plus: "+", "to the power of": "^"}``: the transcript ``5 x to the power of 2 plus 1`` is
+  tokenized as ``5 x ^ 2 + 1``, like the OCR ``5X2+1``. Each symbol must be one token piece, and
+  reading it back must give the transcript again: checked on every training transcript when the
+  tokenizer is trained (an error names ``tokens.text.written`` and the transcript).
 
 A pretrained backbone's name: that backbone's own tokenizer, the ``tokenizer.json`` of its
 ``pretrained`` folder, copied unchanged (``copy_pretrained_tokenizer``), so that text ids are the
 model's native ids. Texts are encoded without the tokenizer's own special tokens (the LM sequence
 adds its ``<bos>``/``</s>``).
 
-``decode``: a tokenizer without a decoder (the local one) joins tokens with single spaces; a
-lowercase transcript whose words are letter runs or digit runs (the corpus' transcripts)
-round-trips exactly. A tokenizer with a decoder (a pretrained subword tokenizer) decodes with it,
-special tokens skipped, then whitespace is normalised (runs of spaces -> one, no leading or
-trailing space). WER is computed on that string.
+``decode``: a tokenizer without a decoder (the local one with whole digits and no written forms)
+joins tokens with single spaces; a lowercase transcript whose words are letter runs or digit runs
+(the corpus' transcripts) round-trips exactly. A tokenizer with a decoder (the local one otherwise,
+or a pretrained subword tokenizer) decodes with it, special tokens skipped, then whitespace is
+normalised (runs of spaces -> one, no leading or trailing space). WER is computed on that string.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -31,18 +46,79 @@ from dmlm.storage import atomic_path, save_ragged
 
 UNK = "[UNK]"
 SPLIT_PATTERN = r"\d+|[^\W\d_]+|\S"  # digit runs | letter runs | any other single character
+DIGIT_MODES = ("whole", "split")
+CONTINUATION = "##"  # prefix of a digit that continues a number (digits: split)
 
 
-def new_tokenizer():
-    """An untrained tokenizer with this module's normaliser and pre-tokeniser."""
+def new_tokenizer(model=None, written: dict[str, str] | None = None):
+    """A tokenizer with this module's normaliser and pre-tokeniser around ``model`` (default: an
+    untrained WordLevel model); ``written`` phrases are replaced by their symbols (longest first)."""
     from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
 
-    tok = Tokenizer(models.WordLevel(unk_token=UNK))
-    tok.normalizer = normalizers.Lowercase()
+    tok = Tokenizer(model if model is not None else models.WordLevel(unk_token=UNK))
+    rules = [normalizers.Lowercase()]
+    for phrase in sorted(written or {}, key=len, reverse=True):
+        rules.append(normalizers.Replace(Regex(rf"\b{re.escape(phrase)}\b"), written[phrase]))
+    tok.normalizer = normalizers.Sequence(rules)
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated")]
     )
     return tok
+
+
+def local_decoder(written: dict[str, str] | None = None):
+    """Symbols back to their phrases, then the pieces joined (continuation digits glued to the
+    digit before them, every other piece after a space)."""
+    from tokenizers import Regex, decoders
+
+    back = [decoders.Replace(Regex(f"^{re.escape(symbol)}$"), phrase) for phrase, symbol in (written or {}).items()]
+    # cleanup=False: no English detokenisation (it would glue "=" and "-" to their neighbours)
+    return decoders.Sequence([*back, decoders.WordPiece(prefix=CONTINUATION, cleanup=False)])
+
+
+def digit_pieces(words) -> dict[str, int]:
+    """The ``digits: split`` vocabulary from a trained word vocabulary: ``[UNK]`` first, the words
+    that are not digit runs (in their trained order), then ``0``-``9`` and ``##0``-``##9``."""
+    kept = [w for w, _ in sorted(words.items(), key=lambda kv: kv[1]) if w != UNK and not w.isdigit()]
+    pieces = [UNK, *kept, *"0123456789", *(CONTINUATION + d for d in "0123456789")]
+    return {p: i for i, p in enumerate(pieces)}
+
+
+def check_text_settings(settings: dict) -> tuple[int, str, dict[str, str]]:
+    """(min_frequency, digits, written) of ``tokens.text``, each checked; errors name the key."""
+    min_frequency = settings.get("min_frequency", 1)
+    if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 0:
+        raise DmlmError(f"tokens.text.min_frequency: expected a non-negative integer, got {min_frequency!r}")
+    digits = settings.get("digits", "whole")
+    if digits not in DIGIT_MODES:
+        raise DmlmError(f"tokens.text.digits: expected one of {', '.join(DIGIT_MODES)}, got {digits!r}")
+    written = settings.get("written") or {}
+    if not isinstance(written, dict):
+        raise DmlmError(f"tokens.text.written: expected a mapping of phrases to symbols, got {written!r}")
+    pieces = new_tokenizer().pre_tokenizer
+    for phrase, symbol in written.items():
+        if not isinstance(phrase, str) or phrase != " ".join(phrase.lower().split()) or not phrase:
+            raise DmlmError(f"tokens.text.written: {phrase!r} is not a phrase of lowercase words with single spaces")
+        if not isinstance(symbol, str) or len(pieces.pre_tokenize_str(symbol.lower())) != 1:
+            raise DmlmError(
+                f"tokens.text.written.{phrase}: {symbol!r} must be one token piece (a letter run, a digit "
+                "run or one other character)"
+            )
+    symbols = [str(v).lower() for v in written.values()]
+    if len(set(symbols)) != len(symbols):
+        raise DmlmError(f"tokens.text.written: two phrases share a symbol ({written}); decoding could not tell them apart")
+    return min_frequency, digits, {k: v.lower() for k, v in written.items()}
+
+
+def check_round_trip(tok, transcripts: list[str]) -> None:
+    """Every transcript must read back from its pieces as it reads without written forms."""
+    plain = new_tokenizer()
+    for text in transcripts:
+        if normalize(tok, text) != normalize(plain, text):
+            raise DmlmError(
+                f"tokens.text.written: the transcript {text!r} does not read back from its written form "
+                f"({normalize(tok, text)!r}); a symbol also stands on its own there"
+            )
 
 
 def read_text_column(table_tsv: str | os.PathLike, column: str) -> list[str]:
@@ -68,20 +144,24 @@ def train_text_tokenizer(
     out_json: str | os.PathLike,
     settings: dict,
 ):
-    """Train the WordLevel tokenizer on ``transcript`` of the manifest plus ``ocr`` of the OCR table."""
-    from tokenizers import trainers
+    """Train the local tokenizer on ``transcript`` of the manifest plus ``ocr`` of the OCR table
+    (``settings``: the config's ``tokens.text``: ``min_frequency``, optional ``digits``, ``written``)."""
+    from tokenizers import models, trainers
 
-    min_frequency = settings.get("min_frequency", 1)
-    if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 0:
-        raise DmlmError(f"tokens.text.min_frequency: expected a non-negative integer, got {min_frequency!r}")
-    texts = read_text_column(manifest_tsv, "transcript")
-    if ocr_tsv is not None:
-        texts += read_text_column(ocr_tsv, "ocr")
+    min_frequency, digits, written = check_text_settings(settings)
+    transcripts = read_text_column(manifest_tsv, "transcript")
+    texts = transcripts + (read_text_column(ocr_tsv, "ocr") if ocr_tsv is not None else [])
     if not any(t.strip() for t in texts):
         raise DmlmError(f"{manifest_tsv}: no text to train the tokenizer on")
-    tok = new_tokenizer()
+    tok = new_tokenizer(written=written)
     trainer = trainers.WordLevelTrainer(min_frequency=min_frequency, special_tokens=[UNK], show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    if digits == "split":
+        vocab = digit_pieces(tok.get_vocab())
+        tok = new_tokenizer(models.WordPiece(vocab, unk_token=UNK, continuing_subword_prefix=CONTINUATION), written)
+    if digits == "split" or written:
+        tok.decoder = local_decoder(written)
+        check_round_trip(tok, transcripts)
     with atomic_path(out_json) as tmp:
         tmp.write_text(tok.to_str(pretty=True))
     return tok
@@ -150,10 +230,11 @@ def decode(tokenizer, ids) -> str:
 
 
 def normalize(tokenizer, text: str) -> str:
-    """The string that ``decode(encode(text))`` gives: lowercased, split as the tokenizer splits."""
+    """The string that ``decode(encode(text))`` gives when every piece is in the vocabulary:
+    lowercased, split as the tokenizer splits, read back through its decoder (if any)."""
     tok = _as_tokenizer(tokenizer)
-    pieces = tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text))
-    return " ".join(p for p, _ in pieces)
+    pieces = [p for p, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text))]
+    return " ".join(pieces) if tok.decoder is None else " ".join(tok.decoder.decode(pieces).split())
 
 
 def describe(tokenizer) -> dict:
