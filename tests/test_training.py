@@ -164,6 +164,8 @@ def test_early_stopping_keeps_the_best_weights_across_a_resume(tokenizer_json, d
         ("lr", "fast", r"training\.lr: expected a number"),
         ("max_steps", 2.5, r"training\.max_steps: expected an integer"),
         ("warmup", 5, r"training\.warmup: unknown key"),
+        ("schedule", "linear", r"training\.schedule: expected one of cosine, wsd"),
+        ("decay_fraction", 1.5, r"training\.decay_fraction must be in \[0, 1\]"),
     ],
 )
 def test_bad_training_keys_fail_before_any_work(tokenizer_json, data, tmp_path, key, value, message):
@@ -172,6 +174,22 @@ def test_bad_training_keys_fail_before_any_work(tokenizer_json, data, tmp_path, 
     with pytest.raises(DmlmError, match=message):
         train_run(s, data, tokenizer_json, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+def test_learning_rate_schedules():
+    """cosine: warm-up, then cosine to min_lr_ratio * lr; wsd: warm-up, lr held, then a linear
+    decay over the last decay_fraction of the post-warm-up steps, ending at min_lr_ratio * lr."""
+    base = dict(max_steps=1100, lr=2e-3, warmup_steps=100, min_lr_ratio=0.1)
+    cosine = TrainConfig(**base)
+    wsd = TrainConfig(**base, schedule="wsd", decay_fraction=0.2)  # decays over the last 200 steps
+    for cfg in (cosine, wsd):
+        assert cfg.lr_at(50) == pytest.approx(1e-3) and cfg.lr_at(100) == pytest.approx(2e-3)
+        assert cfg.lr_at(1100) == pytest.approx(2e-4)
+    assert cosine.lr_at(600) == pytest.approx(1.1e-3)  # half way: the mean of lr and min_lr
+    assert [wsd.lr_at(s) for s in (101, 600, 900)] == [2e-3] * 3
+    assert wsd.lr_at(1000) == pytest.approx(1.1e-3)  # half way through the decay
+    lrs = [wsd.lr_at(s) for s in range(900, 1101)]
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))  # strictly decreasing while it decays
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
@@ -195,6 +213,9 @@ def test_cuda_asked_for_without_a_gpu(tokenizer_json, data, tmp_path):
         (lambda c: c["training"].update(precision="fp16"), r"training\.precision"),
         (lambda c: c["training"].update(early_stop_metric="wer"), r"training\.early_stop_metric"),
         (lambda c: c["training"].update(patience=3), r"training.*patience"),
+        (lambda c: c["training"].update(schedule="step"), r"training\.schedule"),
+        (lambda c: c["tokens"]["text"].update(digits="bytes"), r"tokens\.text\.digits"),
+        (lambda c: c["tokens"]["text"].update(written={"plus": ""}), r"tokens\.text\.written"),
     ],
 )
 def test_bad_config_values_name_their_key(edit, message):

@@ -4,6 +4,11 @@ Keys (see workflow_config.yaml for each one's reason):
 
 - ``max_steps``, ``batch_size``, ``lr``, ``min_lr_ratio``, ``warmup_steps``, ``weight_decay``,
   ``grad_clip`` (0: off), ``eval_every``, ``val_batches``: required.
+- ``schedule`` (default ``cosine``): the learning rate after the linear warm-up. ``cosine``: cosine
+  decay from ``lr`` to ``min_lr_ratio * lr`` over the remaining steps. ``wsd`` (warm-up, stable,
+  decay; Hu et al. 2024, Hagele et al. 2024): ``lr`` held until the last ``decay_fraction`` of the
+  steps, then a linear decay to ``min_lr_ratio * lr``.
+- ``decay_fraction`` (default 0.2): the share of ``max_steps`` that ``wsd`` spends decaying.
 - ``grad_accum`` (default 1): micro-batches of ``batch_size`` per optimizer step; the loss is
   normalised over all of them, so a step equals one step on their union.
 - ``early_stop_patience`` (default 0: off): stop after this many evaluations in a row without a
@@ -27,9 +32,10 @@ CHOICES = {
     "early_stop_metric": ("val_transcript_loss", "val_loss"),
     "device": ("auto", "cpu", "cuda"),
     "precision": ("auto", "fp32", "bf16"),
+    "schedule": ("cosine", "wsd"),
 }
 #: keys a config may leave out (their defaults are the dataclass's)
-OPTIONAL = ("grad_accum", "early_stop_patience", "early_stop_metric", "device", "precision")
+OPTIONAL = ("schedule", "decay_fraction", "grad_accum", "early_stop_patience", "early_stop_metric", "device", "precision")
 
 
 @dataclass
@@ -43,6 +49,8 @@ class TrainConfig:
     grad_clip: float = 1.0  # 0 turns clipping off
     eval_every: int = 100
     val_batches: int = 8
+    schedule: str = "cosine"
+    decay_fraction: float = 0.2
     grad_accum: int = 1
     early_stop_patience: int = 0  # 0 turns early stopping off
     early_stop_metric: str = "val_transcript_loss"
@@ -72,15 +80,21 @@ class TrainConfig:
         for key in ("warmup_steps", "weight_decay", "grad_clip", "early_stop_patience"):
             if not getattr(cfg, key) >= 0:
                 raise DmlmError(f"training.{key} must be >= 0, got {getattr(cfg, key)}")
-        if not 0.0 <= cfg.min_lr_ratio <= 1.0:
-            raise DmlmError(f"training.min_lr_ratio must be in [0, 1], got {cfg.min_lr_ratio}")
+        for key in ("min_lr_ratio", "decay_fraction"):
+            if not 0.0 <= getattr(cfg, key) <= 1.0:
+                raise DmlmError(f"training.{key} must be in [0, 1], got {getattr(cfg, key)}")
         return cfg
 
     def lr_at(self, step: int) -> float:
-        """Learning rate of (1-based) ``step``: linear warm-up, then cosine to min_lr_ratio * lr."""
+        """Learning rate of (1-based) ``step``: linear warm-up, then ``schedule`` down to
+        min_lr_ratio * lr at ``max_steps``."""
         if step <= self.warmup_steps:
             return self.lr * step / self.warmup_steps
         min_lr = self.lr * self.min_lr_ratio
+        if self.schedule == "wsd":
+            decay_steps = self.decay_fraction * (self.max_steps - self.warmup_steps)
+            left = self.max_steps - step  # steps after this one
+            return self.lr if left >= decay_steps else min_lr + (self.lr - min_lr) * left / decay_steps
         ratio = (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps)
         return min_lr + 0.5 * (1.0 + math.cos(math.pi * min(1.0, ratio))) * (self.lr - min_lr)
 
