@@ -1,0 +1,155 @@
+"""One recipe experiment outside the workflow (docs/recipe-log.md): train and evaluate one run on
+the prepared tokens of a preset, with some config values changed, into a folder of its own.
+
+It calls the same `dmlm` commands the rules call (text-tokenizer, encode-text, train, evaluate),
+reads the audio, lip and image tokens the workflow prepared (first run
+`.venv/bin/snakemake -c all --omit-from train`), and trains its own text tokenizer, so that
+`tokens.text` can change too. Only the values a run's training reads may change: `training.*`,
+`backbones.*`, `loss_weights.*` and `tokens.text.*` (`--set KEY=YAML`, repeatable).
+
+    .venv/bin/python scripts/recipe_experiment.py exp/ao-whole --modalities A+O \\
+        --set tokens.text.digits=whole --set training.schedule=cosine [--seed 1]
+
+Writes `<out>/result.json`: the WER (%) per test condition of the preset's first study, the best
+validation transcript loss and its step, training minutes, and per condition the error rate on the
+first and on the second half of each spoken equation's words (the noise covers the second half:
+a model that copies from the OCR or reads the lips gains there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jiwer
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from dmlm import grid  # noqa: E402
+from dmlm.corpus.equations import parse_equation  # noqa: E402
+
+CHANGEABLE = ("training", "backbones", "loss_weights", "tokens.text")
+
+
+def apply(config: dict, assignment: str) -> None:
+    key, sep, value = assignment.partition("=")
+    if not sep or not any(key == c or key.startswith(c + ".") for c in CHANGEABLE):
+        raise SystemExit(f"--set {assignment!r}: expected KEY=VALUE with KEY under {', '.join(CHANGEABLE)}")
+    *parents, last = key.split(".")
+    node = config
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = yaml.safe_load(value)
+
+
+def run(args: list[str], log: Path) -> float:
+    start = time.time()
+    with open(log, "a") as f:
+        proc = subprocess.run([sys.executable, "-m", "dmlm", *args], stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+    if proc.returncode:
+        raise SystemExit(f"dmlm {args[0]} failed (see {log})")
+    return time.time() - start
+
+
+def half_of_each_word(manifest: pd.DataFrame) -> dict[str, list[int]]:
+    """0 for the words of the first half of each spoken equation, 1 for the second half."""
+    out = {}
+    for row in manifest.itertuples():
+        equations, tags = json.loads(row.equations), []
+        for k in json.loads(row.spoken):
+            n = len(parse_equation(equations[k]).spoken().split())
+            tags += [0] * (n // 2) + [1] * (n - n // 2)
+        out[row.id] = tags
+    return out
+
+
+def half_error_rates(hyps: pd.DataFrame, halves: dict[str, list[int]]) -> list[float]:
+    """Errors per reference word of each half (%), from jiwer's alignment; an insertion counts
+    against the half of the reference word it precedes."""
+    errors, words = [0, 0], [0, 0]
+    for row in hyps.itertuples():
+        tags = halves[row.id]
+        for chunk in jiwer.process_words(row.reference, row.hypothesis).alignments[0]:
+            for i in range(chunk.ref_start_idx, chunk.ref_end_idx):
+                words[tags[i]] += 1
+                errors[tags[i]] += chunk.type != "equal"
+            if chunk.type == "insert":
+                errors[tags[min(chunk.ref_start_idx, len(tags) - 1)]] += chunk.hyp_end_idx - chunk.hyp_start_idx
+    return [round(100 * e / max(w, 1), 1) for e, w in zip(errors, words)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path, help="folder of this experiment")
+    parser.add_argument("--modalities", required=True, help="modality set, e.g. A or A+O")
+    parser.add_argument("--configfile", type=Path, default=ROOT / "workflow_config.yaml")
+    parser.add_argument("--seed", type=int, default=0, help="run seed")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=YAML", help="change a config value")
+    opts = parser.parse_args()
+
+    config = yaml.safe_load(opts.configfile.read_text())
+    for assignment in opts.set:
+        apply(config, assignment)
+    study = config["studies"][next(iter(config["studies"]))]
+    dataset, out = config["corpus"]["dataset"], opts.out.resolve()
+    corpus, tokens = ROOT / "results" / "corpus" / dataset, ROOT / "results" / "tokens" / dataset
+    modset = grid.ordered(opts.modalities, study.get("order", [grid.DEFAULT_ORDER])[0])
+    discrete = [m for m in grid.modality_names(modset) if m in grid.DISCRETE]
+    encoders = {m: next(iter(config["tokens"][m])) for m in discrete}
+    run_name = grid.run_name(modset, "+".join(encoders[m] for m in discrete) or "-", study["train_noise"][0],
+                             study["backbone"][0], study["loss_weights"][0], opts.seed)
+    settings = grid.run_settings(config, run_name)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "dmlm.log"
+
+    tokenizer = out / "tokenizer.json"
+    run(["text-tokenizer", "--settings", json.dumps(config["tokens"]["text"]), "--manifest",
+         str(corpus / "train" / "manifest.tsv"), "--ocr", str(corpus / "train" / "ocr.tsv"), "--out", str(tokenizer)], log)
+    for field, table in (("transcript", "manifest.tsv"), ("ocr", "ocr.tsv")):
+        for split in ("train", "val", "test"):
+            run(["encode-text", "--settings", "{}", "--tokenizer", str(tokenizer), "--table",
+                 str(corpus / split / table), "--column", field, "--out-prefix", str(out / field / split)], log)
+
+    def streams(split: str, cond: str) -> dict[str, str]:
+        paths = {m: str(tokens / m / encoders[m] / (f"{cond}/{split}" if m == "audio" else split)) for m in discrete}
+        if "ocr" in settings["modalities"]:
+            paths["ocr"] = str(out / "ocr" / split)
+        return {**paths, "transcript": str(out / "transcript" / split)}
+
+    train_cond = grid.train_cond(config, study["train_noise"][0])
+    train_args = ["train", "--settings", json.dumps(settings), "--tokenizer", str(tokenizer), "--out-dir", str(out / "run")]
+    for split in ("train", "val"):
+        train_args += [a for name, p in streams(split, train_cond).items() for a in ("--stream", f"{split}:{name}={p}")]
+    train_args += [a for m, e in encoders.items() for a in ("--codebook", f"{m}={ROOT}/results/codebooks/{dataset}/{m}/{e}.npz")]
+    minutes = run(train_args, log) / 60 if not (out / "run" / "checkpoint.pt").exists() else None
+
+    curve = pd.read_csv(out / "run" / "train_log.tsv", sep="\t")
+    best = curve["val_transcript_loss"].idxmin()
+    result = {"run": run_name, "set": opts.set, "train_minutes": minutes,
+              "best_val_transcript_loss": round(float(curve["val_transcript_loss"][best]), 3),
+              "best_step": int(curve["step"][best]), "wer": {}, "first_second_half_error": {}}
+    manifest = pd.read_csv(corpus / "test" / "manifest.tsv", sep="\t", keep_default_na=False, dtype=str)
+    halves = half_of_each_word(manifest)
+    evaluation = {k: v for k, v in config["evaluation"].items() if k != "permutation_seed"}
+    for snr in study["test_snrs"]:
+        cond = grid.cond_of_snr(snr)
+        folder = out / "eval" / cond
+        run(["evaluate", "--settings", json.dumps(evaluation), "--checkpoint", str(out / "run" / "checkpoint.pt"),
+             "--tokenizer", str(tokenizer), "--manifest", str(corpus / "test" / "manifest.tsv"), "--out-dir", str(folder),
+             *[a for name, p in streams("test", cond).items() for a in ("--stream", f"{name}={p}")]], log)
+        result["wer"][cond] = round(100 * json.loads((folder / "wer.json").read_text())["wer"], 1)
+        hyps = pd.read_csv(folder / "hyps.tsv", sep="\t", keep_default_na=False, dtype=str)
+        result["first_second_half_error"][cond] = half_error_rates(hyps, halves)
+    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
