@@ -8,7 +8,7 @@ Keys (see workflow_config.yaml for each one's reason):
   decay from ``lr`` to ``min_lr_ratio * lr`` over the remaining steps. ``wsd`` (warm-up, stable,
   decay; Hu et al. 2024, Hagele et al. 2024): ``lr`` held until the last ``decay_fraction`` of the
   steps, then a linear decay to ``min_lr_ratio * lr``.
-- ``decay_fraction`` (default 0.2): the share of ``max_steps`` that ``wsd`` spends decaying.
+- ``decay_fraction`` (default 0.2): the share of the steps after the warm-up that ``wsd`` spends decaying.
 - ``grad_accum`` (default 1): micro-batches of ``batch_size`` per optimizer step; the loss is
   normalised over all of them, so a step equals one step on their union.
 - ``early_stop_patience`` (default 0: off): stop after this many evaluations in a row without a
