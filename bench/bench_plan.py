@@ -1,4 +1,4 @@
-"""Planning cost at cluster scale: our workflow vs a minimal Snakefile with the same number of jobs.
+"""Planning cost at cluster scale: our workflow vs two minimal Snakefiles with the same jobs.
 
 Measures, side by side and interleaved (so machine load hits both alike), two things a user of
 the paper grid waits for before anything runs:
@@ -10,11 +10,20 @@ the paper grid waits for before anything runs:
 "no-op" warm (a rerun follows the run that validated the same config).
 
 For the no-op case every output file the plan lists (`--summary`) is created empty with one
-common modification time, for both workflows alike (running 2,000 jobs is not the point).
-The minimal Snakefile has the same jobs per layer as ours (preparation jobs, one training job
-per run, one evaluation per run and test condition, plain or with one modality permuted, one
-report per study), each a `touch`.
-Prints wall and CPU seconds (best of --repeat) and the ratios ours / minimal.
+common modification time, for all workflows alike (running 2,000 jobs is not the point).
+Two minimal Snakefiles, each job a `touch`:
+
+- "minimal": the same jobs per layer as ours (preparation jobs, one training job per run, one
+  evaluation per run and test condition, plain or with one modality permuted, one report per
+  study), each job reading one file of the layer before;
+- "same DAG": our plan's jobs exactly (read from our `snakemake -n`), each rule with the same
+  number of outputs, a log and a benchmark where ours has them, and each job reading the same
+  number of files from the same producing jobs (renamed), through a dict lookup: no params, no
+  resources, no shell formatting to speak of. What ours costs beyond it is our rules' own work
+  (their input functions, params, resources and shell commands); what it costs beyond "minimal"
+  is Snakemake's work per declared file.
+
+Prints wall and CPU seconds (best of --repeat) and the ratios ours / each minimal.
 
     .venv/bin/python bench/bench_plan.py [--configfile presets/paper.yaml] [--repeat 3]
 """
@@ -22,6 +31,7 @@ Prints wall and CPU seconds (best of --repeat) and the ratios ours / minimal.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import resource
@@ -85,6 +95,85 @@ rule report:
 '''
 
 
+SAME_DAG_HEAD = '''\
+import json
+
+JOBS = json.loads(open("jobs.json").read())  # rule -> the input files of each of its jobs
+
+
+wildcard_constraints:
+    i=r"\\d+",
+
+
+rule all:
+    input:
+        JOBS["all"][0],
+'''
+
+SAME_DAG_RULE = '''
+
+rule {rule}:
+    input:
+        lambda wc: JOBS["{rule}"][int(wc.i)],
+    output:
+        {outputs}
+{extra}    shell:
+        "touch {{output}}"
+'''
+
+
+def parse_plan(text: str) -> list[dict]:
+    """The jobs of a `snakemake -n` printout: rule, input, output, log and benchmark files."""
+    jobs, job = [], None
+    for line in text.splitlines():
+        head = re.match(r"^(?:local)?rule (\w+):$", line)
+        if head:
+            job = {"rule": head[1], "input": [], "output": [], "log": [], "benchmark": []}
+            jobs.append(job)
+            continue
+        field = re.match(r"^    (input|output|log|benchmark): (.*)$", line)
+        if job is not None and field:
+            job[field[1]] = field[2].split(", ")
+    return jobs
+
+
+def same_dag_snakefile(jobs: list[dict], folder: Path) -> None:
+    """Write the "same DAG" minimal workflow into ``folder`` (Snakefile, jobs.json, external inputs)."""
+    ids: dict[str, int] = {}
+    renamed: dict[str, str] = {}
+    shape: dict[str, tuple[int, bool, bool]] = {}
+    for job in jobs:
+        rule = job["rule"]
+        i = ids[rule] = ids.get(rule, -1) + 1
+        job["id"] = i
+        this = (len(job["output"]), bool(job["log"]), bool(job["benchmark"]))
+        assert shape.setdefault(rule, this) == this, (rule, shape[rule], this)
+        for k, name in enumerate(job["output"]):
+            renamed[name] = f"out/{rule}/{i}.{k}"
+    inputs: dict[str, list[list[str]]] = {}
+    external = 0
+    for job in sorted(jobs, key=lambda j: (j["rule"], j["id"])):
+        files = []
+        for name in job["input"]:
+            if name not in renamed:  # not made by any job (a pretrained folder's file, say): exists
+                renamed[name] = f"ext/{external}"
+                (folder / "ext").mkdir(parents=True, exist_ok=True)
+                (folder / renamed[name]).touch()
+                external += 1
+            files.append(renamed[name])
+        inputs.setdefault(job["rule"], []).append(files)
+    text = SAME_DAG_HEAD
+    for rule, (n_out, log, bench) in shape.items():
+        if rule == "all":
+            continue
+        outputs = "\n        ".join(f'"out/{rule}/{{i}}.{k}",' for k in range(n_out))
+        extra = (f'    log:\n        "log/{rule}/{{i}}.log",\n' if log else "") + (
+            f'    benchmark:\n        "bench/{rule}/{{i}}.tsv",\n' if bench else "")
+        text += SAME_DAG_RULE.format(rule=rule, outputs=outputs, extra=extra)
+    (folder / "jobs.json").write_text(json.dumps(inputs))
+    (folder / "Snakefile").write_text(text)
+
+
 def run(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
     """(wall s, CPU s of the child, output) of one command."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -146,7 +235,18 @@ def main() -> None:
           f"or permuted), "
           f"{n_report} report, 1 all); minimal Snakefile: the same")
 
-    workflows = (("ours", ours_cmd, ours), ("minimal", snake, minimal))
+    same = tmp / "same_dag"
+    same.mkdir()
+    _, _, text = run([*ours_cmd, "-n"], ours)
+    jobs = parse_plan(text)
+    same_dag_snakefile(jobs, same)
+    _, _, text = run([*snake, "-n", "--quiet", "rules"], same)
+    assert job_stats(text)["total"] == stats["total"], (job_stats(text), stats)
+    n_files = sum(len(j["input"]) for j in jobs)
+    print(f"same DAG: the same {len(jobs)} jobs, {n_files} input files ({n_files / len(jobs):.1f} per job; "
+          f"minimal: about 1 per job)")
+
+    workflows = (("ours", ours_cmd, ours), ("minimal", snake, minimal), ("same DAG", snake, same))
 
     def measure(case: str, expect, cold: bool) -> None:
         """Best of --repeat, the two workflows alternating so that machine load hits both alike.
@@ -166,10 +266,13 @@ def main() -> None:
         touch_outputs(cwd, cmd)
     measure("no-op", lambda out: "Nothing to be done" in out, cold=False)
 
-    print(f"{'case':8} {'ours wall s':>12} {'minimal wall s':>15} {'ratio':>6} {'ours CPU s':>11} {'minimal CPU s':>14} {'ratio':>6}")
+    print(f"{'case':8} {'against':9} {'ours wall s':>12} {'its wall s':>11} {'ratio':>6} {'ours CPU s':>11} "
+          f"{'its CPU s':>10} {'ratio':>6}")
     for case in ("plan", "no-op"):
-        (ow, oc), (mw, mc) = plans["ours", case], plans["minimal", case]
-        print(f"{case:8} {ow:12.2f} {mw:15.2f} {ow / mw:6.2f} {oc:11.2f} {mc:14.2f} {oc / mc:6.2f}")
+        ow, oc = plans["ours", case]
+        for other in ("minimal", "same DAG"):
+            mw, mc = plans[other, case]
+            print(f"{case:8} {other:9} {ow:12.2f} {mw:11.2f} {ow / mw:6.2f} {oc:11.2f} {mc:10.2f} {oc / mc:6.2f}")
     shutil.rmtree(tmp)
 
 
