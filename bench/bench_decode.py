@@ -1,6 +1,6 @@
 """Decoding speed: our batched greedy decoder against transformers' ``generate`` one utterance at a time.
 
-    PYTHONPATH=src .venv/bin/python bench/bench_decode.py --results /work/main/results
+    PYTHONPATH=src .venv/bin/python bench/bench_decode.py [--results results]
 
 Reads (never writes) a finished default-preset ``results`` folder: a trained run's checkpoint
 (default: the audio-only opt-small run) and the test split's tokens of one condition. Both

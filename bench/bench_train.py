@@ -1,6 +1,6 @@
 """Training throughput: our training step against a plain loop, and Mamba against OPT, on real tokens.
 
-    PYTHONPATH=src .venv/bin/python bench/bench_train.py --results /work/main/results
+    PYTHONPATH=src .venv/bin/python bench/bench_train.py [--results results]
     PYTHONPATH=src .venv/bin/python bench/bench_train.py --modalities audio,image --steps 40
 
 Reads (never writes) a finished default-preset ``results`` folder: the training split's token
@@ -67,7 +67,7 @@ def real_streams(results: Path, dataset: str, split: str, names: list[str], cond
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--results", type=Path, default=Path("/work/main/results"), help="a finished results folder (read only)")
+    p.add_argument("--results", type=Path, default=ROOT / "results", help="a finished results folder (read only)")
     p.add_argument("--dataset", default="3eq")
     p.add_argument("--modalities", default="audio", help="comma-separated, in sequence order (default: audio)")
     p.add_argument("--config", type=Path, default=ROOT / "workflow_config.yaml")
