@@ -10,7 +10,8 @@ reads the audio, lip and image tokens the workflow prepared (first run
     .venv/bin/python scripts/recipe_experiment.py exp/ao-whole --modalities A+O \\
         --set tokens.text.digits=whole --set training.schedule=cosine [--seed 1]
 
-Writes `<out>/result.json`: the WER (%) per test condition of the preset's first study, the best
+A folder holds one experiment (`<out>/experiment.json`): rerunning the same command reuses its
+trained model, another command is refused. Writes `<out>/result.json`: the WER (%) per test condition of the preset's first study, the best
 validation transcript loss and its step, training minutes, and per condition the error rate on the
 first and on the second half of each spoken equation's words (the noise covers the second half:
 a model that copies from the OCR or reads the lips gains there).
@@ -98,6 +99,8 @@ def main() -> None:
     for assignment in opts.set:
         apply(config, assignment)
     study = config["studies"][next(iter(config["studies"]))]
+    if study.get("layout", [grid.DEFAULT_LAYOUT])[0] != grid.DEFAULT_LAYOUT:
+        raise SystemExit("recipe_experiment: blocked layouts only (it passes no token times)")
     dataset, out = config["corpus"]["dataset"], opts.out.resolve()
     corpus, tokens = ROOT / "results" / "corpus" / dataset, ROOT / "results" / "tokens" / dataset
     modset = grid.ordered(opts.modalities, study.get("order", [grid.DEFAULT_ORDER])[0])
@@ -106,7 +109,13 @@ def main() -> None:
     run_name = grid.run_name(modset, "+".join(encoders[m] for m in discrete) or "-", study["train_noise"][0],
                              study["backbone"][0], study["loss_weights"][0], opts.seed)
     settings = grid.run_settings(config, run_name)
+    # a folder holds one experiment: its model is reused only by the same command
+    asked = {"modalities": opts.modalities, "configfile": str(opts.configfile), "seed": opts.seed, "set": opts.set}
     out.mkdir(parents=True, exist_ok=True)
+    record = out / "experiment.json"
+    if record.exists() and json.loads(record.read_text()) != asked:
+        raise SystemExit(f"{out} holds another experiment ({record.read_text().strip()}); choose another folder")
+    record.write_text(json.dumps(asked) + "\n")
     log = out / "dmlm.log"
 
     tokenizer = out / "tokenizer.json"

@@ -328,6 +328,7 @@ def test_text_tokenizer_split_digits_and_written_forms(tmp_path):
         assert decode(tok, ids) == text  # exact: "22 over 3 47 t" is not read as "22 over 347 t"
         assert normalize(tok, text) == text
     assert not any(tok.id_to_token(i).isdigit() and len(tok.id_to_token(i)) > 1 for i in range(tok.get_vocab_size()))
+    assert tok.token_to_id("[UNK]") == 0 and decode(tok, [0, *t_ids[0][:2]]) == "17"  # [UNK] skipped, as below
 
     # each option on its own
     train_text_tokenizer(tmp_path / "manifest.tsv", tmp_path / "ocr.tsv", tmp_path / "d.json", {"min_frequency": 1, "digits": "split"})
@@ -336,6 +337,7 @@ def test_text_tokenizer_split_digits_and_written_forms(tmp_path):
     w = load_tokenizer(tmp_path / "w.json")
     assert w.encode("42 over 41 k").tokens == ["42", "/", "41", "k"]
     assert decode(w, w.encode("42 over 41 k").ids) == "42 over 41 k"
+    assert decode(w, w.encode("42 over 99 k").ids) == "42 over k"  # an unseen word ([UNK]) is dropped
 
 
 @pytest.mark.parametrize(
@@ -345,6 +347,8 @@ def test_text_tokenizer_split_digits_and_written_forms(tmp_path):
         ({"written": {"plus": "+ +"}}, "tokens.text.written.plus: '\\+ \\+' must be one token piece"),
         ({"written": {"plus": "+", "minus": "+"}}, "two phrases share a symbol"),
         ({"written": {"Plus": "+"}}, "lowercase words"),
+        # a number as a symbol: "x equals 22" would come back as "x equals two2"
+        ({"digits": "split", "written": {"two": "2"}}, "tokens.text.written.two: '2' is a number"),
         # "log" also stands alone in this transcript: "log of" -> "log" could not be read back
         ({"written": {"log of": "log"}}, "'3 log of x log' does not read back"),
     ],

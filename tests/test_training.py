@@ -165,7 +165,8 @@ def test_early_stopping_keeps_the_best_weights_across_a_resume(tokenizer_json, d
         ("max_steps", 2.5, r"training\.max_steps: expected an integer"),
         ("warmup", 5, r"training\.warmup: unknown key"),
         ("schedule", "linear", r"training\.schedule: expected one of cosine, wsd"),
-        ("decay_fraction", 1.5, r"training\.decay_fraction must be in \[0, 1\]"),
+        ("decay_fraction", 1.5, r"training\.decay_fraction must be in \(0, 1\]"),
+        ("decay_fraction", 0, r"training\.decay_fraction must be in \(0, 1\]"),
     ],
 )
 def test_bad_training_keys_fail_before_any_work(tokenizer_json, data, tmp_path, key, value, message):

@@ -10,8 +10,8 @@ from conftest import planned_rules, snakemake
 
 pytestmark = pytest.mark.slow
 
-# the tiny runs' measured drops (1.70 and 1.76 nats, test_training_learned) and how far they end
-# below a transcript unigram (0.55 and 0.61 nats), each less a margin for thread-count and
+# the tiny runs' measured drops (A+O 1.70, A 1.76 nats, test_training_learned) and how far they
+# end below a transcript unigram (A+O 0.55, A 0.61 nats), each less a margin for thread-count and
 # platform differences in float arithmetic
 RECIPE_FLOOR_NATS = 1.0
 BELOW_UNIGRAM_NATS = 0.25

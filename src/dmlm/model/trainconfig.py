@@ -7,8 +7,9 @@ Keys (see workflow_config.yaml for each one's reason):
 - ``schedule`` (default ``cosine``): the learning rate after the linear warm-up. ``cosine``: cosine
   decay from ``lr`` to ``min_lr_ratio * lr`` over the remaining steps. ``wsd`` (warm-up, stable,
   decay; Hu et al. 2024, Hagele et al. 2024): ``lr`` held until the last ``decay_fraction`` of the
-  steps, then a linear decay to ``min_lr_ratio * lr``.
-- ``decay_fraction`` (default 0.2): the share of the steps after the warm-up that ``wsd`` spends decaying.
+  steps after the warm-up, then a linear decay to ``min_lr_ratio * lr`` at ``max_steps``.
+- ``decay_fraction`` (default 0.2, in (0, 1]): the share of the steps after the warm-up that ``wsd``
+  spends decaying.
 - ``grad_accum`` (default 1): micro-batches of ``batch_size`` per optimizer step; the loss is
   normalised over all of them, so a step equals one step on their union.
 - ``early_stop_patience`` (default 0: off): stop after this many evaluations in a row without a
@@ -80,9 +81,10 @@ class TrainConfig:
         for key in ("warmup_steps", "weight_decay", "grad_clip", "early_stop_patience"):
             if not getattr(cfg, key) >= 0:
                 raise DmlmError(f"training.{key} must be >= 0, got {getattr(cfg, key)}")
-        for key in ("min_lr_ratio", "decay_fraction"):
-            if not 0.0 <= getattr(cfg, key) <= 1.0:
-                raise DmlmError(f"training.{key} must be in [0, 1], got {getattr(cfg, key)}")
+        if not 0.0 <= cfg.min_lr_ratio <= 1.0:
+            raise DmlmError(f"training.min_lr_ratio must be in [0, 1], got {cfg.min_lr_ratio}")
+        if not 0.0 < cfg.decay_fraction <= 1.0:  # 0 would never reach min_lr_ratio * lr
+            raise DmlmError(f"training.decay_fraction must be in (0, 1], got {cfg.decay_fraction}")
         return cfg
 
     def lr_at(self, step: int) -> float:
@@ -93,7 +95,7 @@ class TrainConfig:
         min_lr = self.lr * self.min_lr_ratio
         if self.schedule == "wsd":
             decay_steps = self.decay_fraction * (self.max_steps - self.warmup_steps)
-            left = self.max_steps - step  # steps after this one
+            left = max(0, self.max_steps - step)  # steps after this one
             return self.lr if left >= decay_steps else min_lr + (self.lr - min_lr) * left / decay_steps
         ratio = (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps)
         return min_lr + 0.5 * (1.0 + math.cos(math.pi * min(1.0, ratio))) * (self.lr - min_lr)

@@ -15,11 +15,12 @@ scored on the words as the corpus writes them:
   ``4 ##3``. Numbers then share digits with each other and with the OCR, where the authors'
   post-processing glues the fraction ``43/46`` into ``4346`` (``4 ##3 ##4 ##6``; the transcript's
   ``43 over 46`` is ``4 ##3 over 4 ##6``).
-- ``written``: spoken phrases read as the one symbol the OCR shows for them, e.g.
-  ``{plus: "+", "to the power of": "^"}``: the transcript ``5 x to the power of 2 plus 1`` is
-  tokenized as ``5 x ^ 2 + 1``, like the OCR ``5X2+1``. Each symbol must be one token piece, and
-  reading it back must give the transcript again: checked on every training transcript when the
-  tokenizer is trained (an error names ``tokens.text.written`` and the transcript).
+- ``written``: spoken phrases read as one symbol, e.g. ``{plus: "+", equals: "="}``: the
+  transcript ``5 x plus 1 equals 6`` is tokenized as ``5 x + 1 = 6``, like the OCR ``5X+1=6``
+  (the OCR keeps only ``+ - =`` of the symbols: a fraction bar or an exponent mark never appears
+  there). Each symbol must be one token piece that is not a number, and reading it back must give
+  the transcript again: checked on every training transcript when the tokenizer is trained (an
+  error names ``tokens.text.written`` and the transcript).
 
 A pretrained backbone's name: that backbone's own tokenizer, the ``tokenizer.json`` of its
 ``pretrained`` folder, copied unchanged (``copy_pretrained_tokenizer``), so that text ids are the
@@ -29,8 +30,9 @@ adds its ``<bos>``/``</s>``).
 ``decode``: a tokenizer without a decoder (the local one with whole digits and no written forms)
 joins tokens with single spaces; a lowercase transcript whose words are letter runs or digit runs
 (the corpus' transcripts) round-trips exactly. A tokenizer with a decoder (the local one otherwise,
-or a pretrained subword tokenizer) decodes with it, special tokens skipped, then whitespace is
-normalised (runs of spaces -> one, no leading or trailing space). WER is computed on that string.
+or a pretrained subword tokenizer) decodes with it, special tokens skipped (for the local one:
+``[UNK]``), then whitespace is normalised (runs of spaces -> one, no leading or trailing space).
+WER is computed on that string.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ UNK = "[UNK]"
 SPLIT_PATTERN = r"\d+|[^\W\d_]+|\S"  # digit runs | letter runs | any other single character
 DIGIT_MODES = ("whole", "split")
 CONTINUATION = "##"  # prefix of a digit that continues a number (digits: split)
+ASCII_DIGITS = re.compile(r"[0-9]+")  # the runs digits: split spells out (other digit runs stay words)
 
 
 def new_tokenizer(model=None, written: dict[str, str] | None = None):
@@ -79,7 +82,7 @@ def local_decoder(written: dict[str, str] | None = None):
 def digit_pieces(words) -> dict[str, int]:
     """The ``digits: split`` vocabulary from a trained word vocabulary: ``[UNK]`` first, the words
     that are not digit runs (in their trained order), then ``0``-``9`` and ``##0``-``##9``."""
-    kept = [w for w, _ in sorted(words.items(), key=lambda kv: kv[1]) if w != UNK and not w.isdigit()]
+    kept = [w for w, _ in sorted(words.items(), key=lambda kv: kv[1]) if w != UNK and not ASCII_DIGITS.fullmatch(w)]
     pieces = [UNK, *kept, *"0123456789", *(CONTINUATION + d for d in "0123456789")]
     return {p: i for i, p in enumerate(pieces)}
 
@@ -101,9 +104,11 @@ def check_text_settings(settings: dict) -> tuple[int, str, dict[str, str]]:
             raise DmlmError(f"tokens.text.written: {phrase!r} is not a phrase of lowercase words with single spaces")
         if not isinstance(symbol, str) or len(pieces.pre_tokenize_str(symbol.lower())) != 1:
             raise DmlmError(
-                f"tokens.text.written.{phrase}: {symbol!r} must be one token piece (a letter run, a digit "
-                "run or one other character)"
+                f"tokens.text.written.{phrase}: {symbol!r} must be one token piece (a letter run or one "
+                "character other than a letter or digit)"
             )
+        if re.fullmatch(r"\d+", symbol):
+            raise DmlmError(f"tokens.text.written.{phrase}: {symbol!r} is a number: it could not be told from one")
     symbols = [str(v).lower() for v in written.values()]
     if len(set(symbols)) != len(symbols):
         raise DmlmError(f"tokens.text.written: two phrases share a symbol ({written}); decoding could not tell them apart")
@@ -111,13 +116,15 @@ def check_text_settings(settings: dict) -> tuple[int, str, dict[str, str]]:
 
 
 def check_round_trip(tok, transcripts: list[str]) -> None:
-    """Every transcript must read back from its pieces as it reads without written forms."""
-    plain = new_tokenizer()
-    for text in transcripts:
-        if normalize(tok, text) != normalize(plain, text):
+    """Every transcript must decode from its ids as it reads without written forms (transcripts
+    with a word under ``min_frequency``, i.e. an ``[UNK]``, cannot and are not asked to)."""
+    plain, unk = new_tokenizer(), tok.token_to_id(UNK)
+    for text, encoding in zip(transcripts, tok.encode_batch(transcripts, add_special_tokens=False)):
+        back = decode(tok, encoding.ids)
+        if unk not in encoding.ids and back != normalize(plain, text):
             raise DmlmError(
                 f"tokens.text.written: the transcript {text!r} does not read back from its written form "
-                f"({normalize(tok, text)!r}); a symbol also stands on its own there"
+                f"({back!r}); a symbol also stands on its own there"
             )
 
 
@@ -159,6 +166,7 @@ def train_text_tokenizer(
     if digits == "split":
         vocab = digit_pieces(tok.get_vocab())
         tok = new_tokenizer(models.WordPiece(vocab, unk_token=UNK, continuing_subword_prefix=CONTINUATION), written)
+        tok.add_special_tokens([UNK])  # as the WordLevel trainer's [UNK]: skipped when decoding
     if digits == "split" or written:
         tok.decoder = local_decoder(written)
         check_round_trip(tok, transcripts)
@@ -230,9 +238,11 @@ def decode(tokenizer, ids) -> str:
 
 
 def normalize(tokenizer, text: str) -> str:
-    """The string that ``decode(encode(text))`` gives when every piece is in the vocabulary:
-    lowercased, split as the tokenizer splits, read back through its decoder (if any)."""
+    """For a local tokenizer, the string that ``decode(encode(text))`` gives when every piece is in
+    the vocabulary: lowercased, split as the tokenizer splits, read back through its decoder (if any)."""
     tok = _as_tokenizer(tokenizer)
+    if tok.normalizer is None or tok.pre_tokenizer is None:
+        raise DmlmError("normalize: not a local text tokenizer (it has no normaliser or pre-tokeniser)")
     pieces = [p for p, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text))]
     return " ".join(pieces) if tok.decoder is None else " ".join(tok.decoder.decode(pieces).split())
 
