@@ -21,7 +21,8 @@ threads and dtype (fp32 on the CPU) and reports tokens per second of real (non-p
 - ``ours``: both, i.e. what ``dmlm train`` runs.
 
 Then ``ours`` for ``--mamba`` against ``--opt`` (equal parameter counts in the default config), and
-with ``--mambapy`` the same Mamba on transformers' own scan (mambapy's) instead of ``mamba_scan``.
+with ``--scans`` the same Mamba on ``mamba_scan``'s PyTorch scan (what runs where no C compiler
+works) and on transformers' own scan (mambapy's) instead of the fused C scan.
 Variants run interleaved, one step each in turn, for ``--steps`` timed steps (after ``--warmup``
 untimed ones): on a shared machine the load drifts, and this way every variant sees the same.
 """
@@ -180,7 +181,7 @@ def main() -> None:
     p.add_argument("--mamba", default="mamba-small", help="Mamba backbone of --config")
     p.add_argument("--steps", type=int, default=40, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--mambapy", action="store_true", help="also time Mamba on transformers' mambapy scan")
+    p.add_argument("--scans", action="store_true", help="also time Mamba on our PyTorch scan and on mambapy's")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
@@ -222,11 +223,20 @@ def main() -> None:
     mamba_model, mamba_params = model_of(args.mamba)
     mamba = Variant(f"ours ({args.mamba})", mamba_model, seqs, bucketed_batches(seqs.lengths, bs, args.seed), True, cfg)
     extra = []
-    if args.mambapy:  # the same Mamba step on transformers' own scan with mambapy (what we replaced)
+    if args.scans:  # the same Mamba step on the other scans: ours in PyTorch, transformers' with mambapy
         from dmlm.model import mamba_scan
 
-        batches = bucketed_batches(seqs.lengths, bs, args.seed)
-        extra = [Variant("mambapy scan", copy.deepcopy(mamba_model), seqs, batches, True, cfg, mamba_scan.reference())]
+        def pytorch_scan(*a, **kw):
+            mamba_scan.FUSED = False
+            try:
+                return mamba_scan.selective_scan(*a, **kw)
+            finally:
+                mamba_scan.FUSED = True
+
+        extra = [
+            Variant(name, copy.deepcopy(mamba_model), seqs, bucketed_batches(seqs.lengths, bs, args.seed), True, cfg, scan)
+            for name, scan in [("our PyTorch scan", pytorch_scan), ("mambapy's scan", mamba_scan.reference())]
+        ]
     interleaved([*variants, mamba, *extra], args.steps, args.warmup)
 
     base = variants[0].rate
@@ -239,7 +249,7 @@ def main() -> None:
     print(f"{args.mamba:<14}{mamba_params / 1e6:>6.2f}M {mamba.rate:>8.0f} tokens/s")
     print(f"OPT / Mamba: {variants[-1].rate / mamba.rate:.2f}x")
     for v in extra:
-        print(f"{args.mamba} on transformers' scan with mambapy: {v.rate:.0f} tokens/s (ours {mamba.rate / v.rate:.2f}x faster)")
+        print(f"{args.mamba} on {v.name}: {v.rate:.0f} tokens/s (the fused C scan {mamba.rate / v.rate:.2f}x faster)")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ command -v tesseract >/dev/null || need+=(tesseract-ocr tesseract-ocr-eng)
 [ -d /usr/share/games/colobot/music ] || need+=(colobot-common-sounds)
 command -v fluidsynth >/dev/null || need+=(fluidsynth)
 [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need+=(fluid-soundfont-gm)
+# a C compiler: Mamba's fused CPU scan (src/dmlm/model/selective_scan.c) is built on first use
+command -v cc >/dev/null || need+=(gcc libc6-dev)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 # headless browser for the test that opens the HTML report (tests/test_report_html.py)
 command -v chromium >/dev/null || need+=(chromium)

@@ -232,8 +232,20 @@ def test_bad_config_values_name_their_key(edit, message):
         validate_config(config)
 
 
+@pytest.fixture(params=["fused", "torch"])
+def scan_impl(request, monkeypatch):
+    """Each CPU scan in turn: the fused C one (which must build here: set-up installs gcc) and the
+    PyTorch one."""
+    from dmlm.model import cscan, mamba_scan
+
+    if request.param == "fused":
+        assert cscan.library() is not None, "the fused CPU scan did not build (see the log)"
+    monkeypatch.setattr(mamba_scan, "FUSED", request.param == "fused")
+    return request.param
+
+
 @pytest.mark.parametrize("length", [1, 7, 16, 37])
-def test_cpu_mamba_scan_equals_the_transformers_reference(length):
+def test_cpu_mamba_scan_equals_the_transformers_reference(length, scan_impl):
     """Values, last state and every gradient, against transformers' sequential PyTorch scan."""
     from dmlm.model import mamba_scan
 
@@ -264,7 +276,7 @@ def test_cpu_mamba_scan_equals_the_transformers_reference(length):
 
 
 @pytest.mark.parametrize("length", [1, 4, 5, 16, 37])
-def test_cpu_mamba_scan_without_gradients_gives_the_same_values(length):
+def test_cpu_mamba_scan_without_gradients_gives_the_same_values(length, scan_impl):
     """Decoding's scan (no states kept, shorter reused chunks) equals the training forward and the
     transformers reference, across chunk boundaries."""
     from dmlm.model import mamba_scan
@@ -286,7 +298,64 @@ def test_cpu_mamba_scan_without_gradients_gives_the_same_values(length):
     assert last.abs().sum() > 0
 
 
-def test_mamba_model_uses_the_cpu_scan_and_matches_the_reference(tokenizer_json, data):
+def test_fused_scan_is_the_same_on_any_thread_count_and_both_scans_agree():
+    """Rows split across threads give bit-identical values and gradients (determinism), and the
+    fused scan equals the PyTorch one at a training shape (state 16, chunk boundaries crossed)."""
+    from dmlm.model import mamba_scan
+
+    g = torch.Generator().manual_seed(0)
+    b, d, n, length = 5, 24, 16, 41
+    xs = [torch.randn(b, d, length, generator=g), torch.randn(b, d, length, generator=g) - 1,
+          -4 * torch.rand(d, n, generator=g), torch.randn(b, n, length, generator=g),
+          torch.randn(b, n, length, generator=g)]
+
+    def run(fused: bool, threads: int):
+        before = torch.get_num_threads()
+        mamba_scan.FUSED, inputs = fused, [x.clone().requires_grad_() for x in xs]
+        torch.set_num_threads(threads)
+        try:
+            y, last = mamba_scan.selective_scan(*inputs, delta_softplus=True, return_last_state=True)
+            (y.sin().sum() + last.sum()).backward()
+        finally:
+            mamba_scan.FUSED = True
+            torch.set_num_threads(before)
+        return [y, last] + [x.grad for x in inputs]
+
+    one, three, torch_scan = run(True, 1), run(True, 3), run(False, 1)
+    for a, b_, c in zip(one, three, torch_scan):
+        assert torch.equal(a, b_)
+        assert torch.allclose(a, c, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_scan_without_a_compiler_falls_back_with_a_warning(monkeypatch, tmp_path, caplog):
+    from dmlm.model import cscan
+
+    monkeypatch.setenv("CC", "no-such-compiler")
+    cscan.library.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="dmlm.model.cscan"):
+            assert cscan.library() is None
+    finally:
+        monkeypatch.delenv("CC")
+        cscan.library.cache_clear()
+    assert "no C compiler" in caplog.text
+
+
+def test_fused_scan_builds_into_the_cache_folder_atomically(monkeypatch, tmp_path):
+    """A fresh cache folder gets one library, named by its build key, and nothing half-written."""
+    from dmlm.model import cscan
+
+    monkeypatch.setenv("DMLM_CACHE", str(tmp_path))
+    cscan.library.cache_clear()
+    try:
+        assert cscan.library() is not None
+    finally:
+        cscan.library.cache_clear()
+    built = list(tmp_path.iterdir())
+    assert len(built) == 1 and built[0].name.startswith("selective_scan-") and built[0].suffix == ".so"
+
+
+def test_mamba_model_uses_the_cpu_scan_and_matches_the_reference(tokenizer_json, data, scan_impl):
     from transformers.models.mamba import modeling_mamba
 
     from dmlm.model import mamba_scan

@@ -17,9 +17,9 @@ Families:
 - ``mamba``: transformers' Mamba (the paper's Mamba-130M: hidden 768, 24 layers, state 16, expand 2,
   conv 4). On CUDA with ``mamba-ssm`` and ``causal-conv1d`` installed transformers runs their
   kernels; elsewhere its PyTorch path, with the selective scan of ``dmlm.model.mamba_scan`` (a
-  sequential scan with a hand-written backward; transformers' own reference scan has a quadratic
-  backward, and mambapy's parallel scan, ``use_mambapy``, kept on as the fallback, was measured
-  slower on the CPU). Length policy: Mamba has no position table, so it has no intrinsic limit. An optional
+  sequential scan with a hand-written backward, fused in C where a compiler works; transformers'
+  own reference scan has a quadratic backward, and mambapy's parallel scan, ``use_mambapy``, kept
+  on as the fallback, was measured slower on the CPU). Length policy: Mamba has no position table, so it has no intrinsic limit. An optional
   ``max_positions`` sets one (kept in the model config as ``max_position_embeddings`` and enforced
   like OPT's: longer sequences are an error, never truncated); without it any length is accepted,
   bounded only by memory and time.

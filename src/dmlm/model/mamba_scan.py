@@ -1,22 +1,27 @@
-"""Mamba's selective scan for the CPU: a sequential scan with a hand-written backward.
+"""Mamba's selective scan for the CPU: a fused C scan, and a PyTorch one where no compiler works.
 
 Where the ``mamba-ssm`` kernels are absent, transformers runs its PyTorch selective scan: the
 sequential reference (its autograd backward is quadratic in length: slicing a big tensor per step)
 or, with ``use_mambapy``, mambapy's parallel scan (pads the length to a power of 2 and moves
-several full-size tensors per level). This module's scan keeps the exact recurrence of the
-reference, in fp32,
+several full-size tensors per level). This module keeps the exact recurrence of the reference, in
+fp32,
 
     h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * x_t,      y_t = C_t . h_t (+ D x_t, gated),
 
-vectorises everything but the recurrence itself (one fused multiply-add per step over a
-time-major, contiguous (batch, channels, state) slice) and differentiates it by hand in one reverse
-sweep (``dh_t = C_t dy_t + exp(delta_{t+1} A) dh_{t+1}``, then the parameter gradients as
-batched contractions). Measured on one CPU thread it is several times faster than mambapy's scan
-in training (bench/bench_train.py, README).
+differentiated by hand in one reverse sweep (``dh_t = C_t dy_t + exp(delta_{t+1} A) dh_{t+1}``),
+in one of two implementations with the same inputs and outputs:
 
-``install()`` puts ``selective_scan`` in place of transformers' ``mamba_selective_scan`` (same
-signature, same results: tests/test_training.py compares values and gradients with the
-reference) unless mamba-ssm is installed, whose CUDA kernels then stay in charge.
+- ``_FusedScan``: ``selective_scan.c`` through ``cscan`` (built once per machine with the system's
+  C compiler): one pass each way, the state in cache, exp vectorised;
+- ``_Scan``: PyTorch, everything but the recurrence vectorised (one fused multiply-add per step
+  over a time-major (batch, channels, state) slice, the parameter gradients as batched
+  contractions); used where the C scan cannot be built, or with ``FUSED = False``.
+
+Measured on one CPU thread (bench/bench_train.py, README) the PyTorch scan is several times faster
+than mambapy's in training and the fused one faster again. ``install()`` puts ``selective_scan``
+in place of transformers' ``mamba_selective_scan`` (same signature, same results:
+tests/test_training.py compares values and gradients of both with the reference) unless mamba-ssm
+is installed, whose CUDA kernels then stay in charge.
 """
 
 from __future__ import annotations
@@ -26,7 +31,10 @@ import importlib.util
 import torch
 import torch.nn.functional as F
 
+from dmlm.model import cscan
 
+
+FUSED = True  # False: the PyTorch scan even where the C one builds (tests and bench compare both)
 CHUNK = 16  # time steps whose (chunk, batch, channels, state) tensors are worked on together (cache-sized)
 # Without gradients no state is kept past its chunk: the chunk's buffers are reused and sized to
 # stay in the CPU cache (about this many elements, 2 to 16 steps). Measured on one thread, length
@@ -124,6 +132,32 @@ class _Scan(torch.autograd.Function):
         return g_delta, g_x, g_a, g_b, g_c
 
 
+class _FusedScan(torch.autograd.Function):
+    """``_Scan`` in one fused C pass each way (``cscan``); the same inputs and outputs."""
+
+    @staticmethod
+    def forward(ctx, delta, x, A, Bm, C):
+        y, states, _ = cscan.forward(delta, x, A, Bm, C, keep_states=True)
+        ctx.save_for_backward(delta, x, A, Bm, C, states)
+        return y, states[-1].clone()
+
+    @staticmethod
+    def backward(ctx, gy, glast):
+        delta, x, A, Bm, C, states = ctx.saved_tensors
+        return cscan.backward(delta, x, A, Bm, C, states, gy.contiguous(), None if glast is None else glast.contiguous())
+
+
+def _fused_no_grad(delta, x, A, Bm, C):
+    y, _, last = cscan.forward(delta, x, A, Bm, C, keep_states=False)
+    return y, last
+
+
+def _scan_function(grad: bool):
+    if FUSED and cscan.library() is not None:
+        return _FusedScan.apply if grad else _fused_no_grad
+    return _Scan.apply if grad else _scan_no_grad
+
+
 def selective_scan(
     hidden_states,
     dt,
@@ -147,7 +181,7 @@ def selective_scan(
         dt = F.softplus(dt)
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (hidden_states, dt, A, B, C))
     with torch.autocast(hidden_states.device.type, enabled=False):  # fp32 throughout, as the reference
-        y, last = (_Scan.apply if grad else _scan_no_grad)(
+        y, last = _scan_function(grad)(
             dt.permute(2, 0, 1).contiguous(),
             hidden_states.float().permute(2, 0, 1).contiguous(),
             A.float(),
