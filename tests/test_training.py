@@ -327,6 +327,21 @@ def test_fused_scan_is_the_same_on_any_thread_count_and_both_scans_agree():
         assert torch.allclose(a, c, rtol=1e-4, atol=1e-4)
 
 
+def test_fused_scan_refuses_what_its_c_loop_cannot_read_safely():
+    from dmlm.model import cscan
+
+    L, B, D, N = 3, 2, 4, 5
+    delta, x = torch.rand(L, B, D), torch.randn(L, B, D)
+    A, Bm, C = -torch.rand(D, N), torch.randn(L, B, N), torch.randn(L, B, N)
+    cscan.forward(delta, x, A, Bm, C, keep_states=False)  # fine
+    with pytest.raises(ValueError, match="contiguous fp32"):
+        cscan.forward(delta, x, A.t().contiguous().t(), Bm, C, keep_states=False)
+    with pytest.raises(ValueError, match="contiguous fp32"):
+        cscan.forward(delta.double(), x.double(), A, Bm, C, keep_states=False)
+    with pytest.raises(ValueError, match="shapes disagree"):
+        cscan.forward(delta, x, A, Bm[:, :, :-1], C, keep_states=False)
+
+
 def test_fused_scan_without_a_compiler_falls_back_with_a_warning(monkeypatch, tmp_path, caplog):
     from dmlm.model import cscan
 

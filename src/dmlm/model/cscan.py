@@ -85,7 +85,12 @@ def library():
 
 
 def _ptr(t: torch.Tensor | None):
-    return None if t is None else t.data_ptr()
+    """The address the C loop reads or writes: only ever of a contiguous fp32 CPU tensor."""
+    if t is None:
+        return None
+    if t.device.type != "cpu" or t.dtype != torch.float32 or not t.is_contiguous():
+        raise ValueError(f"the fused CPU scan takes contiguous fp32 CPU tensors, not {t.dtype} {tuple(t.stride())} on {t.device}")
+    return t.data_ptr()
 
 
 def _over_rows(fn, args, sizes, batch: int) -> None:
@@ -104,10 +109,19 @@ def _over_rows(fn, args, sizes, batch: int) -> None:
         list(pool.map(rows, range(parts)))
 
 
-def forward(delta, x, A, Bm, C, keep_states: bool):
-    """(y: L x B x D, states: L x B x D x N or None, last: B x D x N); inputs fp32, contiguous."""
+def _sizes(delta, x, A, Bm, C) -> tuple[int, int, int, int]:
+    """(L, B, D, N), after checking that the shapes agree (the C loop trusts them)."""
     length, batch, channels = delta.shape
     state = A.shape[1]
+    if x.shape != delta.shape or A.shape != (channels, state) or Bm.shape != (length, batch, state) or C.shape != Bm.shape:
+        raise ValueError(f"fused CPU scan: shapes disagree: delta, x {tuple(delta.shape)}, {tuple(x.shape)}; "
+                         f"A {tuple(A.shape)}; B, C {tuple(Bm.shape)}, {tuple(C.shape)}")
+    return length, batch, channels, state
+
+
+def forward(delta, x, A, Bm, C, keep_states: bool):
+    """(y: L x B x D, states: L x B x D x N or None, last: B x D x N); inputs fp32, contiguous."""
+    length, batch, channels, state = _sizes(delta, x, A, Bm, C)
     y = delta.new_empty(length, batch, channels)
     states = delta.new_empty(length, batch, channels, state) if keep_states else None
     last = delta.new_empty(batch, channels, state)
@@ -118,8 +132,11 @@ def forward(delta, x, A, Bm, C, keep_states: bool):
 
 def backward(delta, x, A, Bm, C, states, gy, g_last):
     """Gradients (delta, x, A, Bm, C) of ``forward``; ``g_last`` may be None."""
-    length, batch, channels = delta.shape
-    state = A.shape[1]
+    length, batch, channels, state = _sizes(delta, x, A, Bm, C)
+    if states.shape != (length, batch, channels, state) or gy.shape != delta.shape or (
+        g_last is not None and g_last.shape != states.shape[1:]
+    ):
+        raise ValueError(f"fused CPU scan: states {tuple(states.shape)} or output gradient {tuple(gy.shape)} do not fit")
     g_delta, g_x = torch.empty_like(delta), torch.empty_like(x)
     g_a_rows = delta.new_zeros(batch, channels, state)
     g_b, g_c = torch.zeros_like(Bm), torch.zeros_like(C)

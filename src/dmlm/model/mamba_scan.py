@@ -152,8 +152,8 @@ def _fused_no_grad(delta, x, A, Bm, C):
     return y, last
 
 
-def _scan_function(grad: bool):
-    if FUSED and cscan.library() is not None:
+def _scan_function(grad: bool, device: torch.device):
+    if FUSED and device.type == "cpu" and cscan.library() is not None:  # (CUDA without mamba-ssm: PyTorch)
         return _FusedScan.apply if grad else _fused_no_grad
     return _Scan.apply if grad else _scan_no_grad
 
@@ -181,7 +181,7 @@ def selective_scan(
         dt = F.softplus(dt)
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (hidden_states, dt, A, B, C))
     with torch.autocast(hidden_states.device.type, enabled=False):  # fp32 throughout, as the reference
-        y, last = _scan_function(grad)(
+        y, last = _scan_function(grad, hidden_states.device)(
             dt.permute(2, 0, 1).contiguous(),
             hidden_states.float().permute(2, 0, 1).contiguous(),
             A.float(),
