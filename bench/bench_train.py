@@ -226,16 +226,10 @@ def main() -> None:
     if args.scans:  # the same Mamba step on the other scans: ours in PyTorch, transformers' with mambapy
         from dmlm.model import mamba_scan
 
-        def pytorch_scan(*a, **kw):
-            mamba_scan.FUSED = False
-            try:
-                return mamba_scan.selective_scan(*a, **kw)
-            finally:
-                mamba_scan.FUSED = True
-
+        scans = [("our PyTorch scan", mamba_scan.pytorch_selective_scan), ("mambapy's scan", mamba_scan.reference())]
         extra = [
             Variant(name, copy.deepcopy(mamba_model), seqs, bucketed_batches(seqs.lengths, bs, args.seed), True, cfg, scan)
-            for name, scan in [("our PyTorch scan", pytorch_scan), ("mambapy's scan", mamba_scan.reference())]
+            for name, scan in scans
         ]
     interleaved([*variants, mamba, *extra], args.steps, args.warmup)
 

@@ -234,14 +234,17 @@ def test_bad_config_values_name_their_key(edit, message):
 
 @pytest.fixture(params=["fused", "torch"])
 def scan_impl(request, monkeypatch):
-    """Each CPU scan in turn: the fused C one (which must build here: set-up installs gcc) and the
-    PyTorch one."""
+    """Each CPU scan in turn, installed as the default: the fused C one (which must build here:
+    set-up installs gcc) and the PyTorch one."""
     from dmlm.model import cscan, mamba_scan
 
     if request.param == "fused":
         assert cscan.library() is not None, "the fused CPU scan did not build (see the log)"
-    monkeypatch.setattr(mamba_scan, "FUSED", request.param == "fused")
-    return request.param
+    else:
+        monkeypatch.setattr(mamba_scan, "selective_scan", mamba_scan.pytorch_selective_scan)
+    yield request.param
+    monkeypatch.undo()
+    mamba_scan.install()  # transformers' Mamba back on the default scan
 
 
 @pytest.mark.parametrize("length", [1, 7, 16, 37])
@@ -310,14 +313,12 @@ def test_fused_scan_is_the_same_on_any_thread_count_and_both_scans_agree():
           torch.randn(b, n, length, generator=g)]
 
     def run(fused: bool, threads: int):
-        before = torch.get_num_threads()
-        mamba_scan.FUSED, inputs = fused, [x.clone().requires_grad_() for x in xs]
+        before, inputs = torch.get_num_threads(), [x.clone().requires_grad_() for x in xs]
         torch.set_num_threads(threads)
         try:
-            y, last = mamba_scan.selective_scan(*inputs, delta_softplus=True, return_last_state=True)
+            y, last = mamba_scan.selective_scan(*inputs, delta_softplus=True, return_last_state=True, fused=fused)
             (y.sin().sum() + last.sum()).backward()
         finally:
-            mamba_scan.FUSED = True
             torch.set_num_threads(before)
         return [y, last] + [x.grad for x in inputs]
 
@@ -342,7 +343,7 @@ def test_fused_scan_refuses_what_its_c_loop_cannot_read_safely():
         cscan.forward(delta, x, A, Bm[:, :, :-1], C, keep_states=False)
 
 
-def test_fused_scan_without_a_compiler_falls_back_with_a_warning(monkeypatch, tmp_path, caplog):
+def test_fused_scan_without_a_compiler_falls_back_with_a_warning(monkeypatch, caplog):
     from dmlm.model import cscan
 
     monkeypatch.setenv("CC", "no-such-compiler")

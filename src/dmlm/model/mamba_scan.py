@@ -15,7 +15,8 @@ in one of two implementations with the same inputs and outputs:
   C compiler): one pass each way, the state in cache, exp vectorised;
 - ``_Scan``: PyTorch, everything but the recurrence vectorised (one fused multiply-add per step
   over a time-major (batch, channels, state) slice, the parameter gradients as batched
-  contractions); used where the C scan cannot be built, or with ``FUSED = False``.
+  contractions); used where the C scan cannot be built, or with ``fused=False``
+  (``pytorch_selective_scan``).
 
 Measured on one CPU thread (bench/bench_train.py, README) the PyTorch scan is several times faster
 than mambapy's in training and the fused one faster again. ``install()`` puts ``selective_scan``
@@ -26,6 +27,7 @@ is installed, whose CUDA kernels then stay in charge.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import torch
@@ -34,7 +36,6 @@ import torch.nn.functional as F
 from dmlm.model import cscan
 
 
-FUSED = True  # False: the PyTorch scan even where the C one builds (tests and bench compare both)
 CHUNK = 16  # time steps whose (chunk, batch, channels, state) tensors are worked on together (cache-sized)
 # Without gradients no state is kept past its chunk: the chunk's buffers are reused and sized to
 # stay in the CPU cache (about this many elements, 2 to 16 steps). Measured on one thread, length
@@ -152,8 +153,8 @@ def _fused_no_grad(delta, x, A, Bm, C):
     return y, last
 
 
-def _scan_function(grad: bool, device: torch.device):
-    if FUSED and device.type == "cpu" and cscan.library() is not None:  # (CUDA without mamba-ssm: PyTorch)
+def _scan_function(grad: bool, device: torch.device, fused: bool):
+    if fused and device.type == "cpu" and cscan.library() is not None:  # (CUDA without mamba-ssm: PyTorch)
         return _FusedScan.apply if grad else _fused_no_grad
     return _Scan.apply if grad else _scan_no_grad
 
@@ -169,10 +170,12 @@ def selective_scan(
     delta_bias=None,
     delta_softplus: bool = False,
     return_last_state: bool = False,
+    fused: bool = True,
     **_,
 ):
     """transformers' ``mamba_selective_scan`` interface: hidden_states, dt, z (batch, D, L);
-    A (D, N); B, C (batch, N, L); returns the scan output (batch, D, L) [and the last state]."""
+    A (D, N); B, C (batch, N, L); returns the scan output (batch, D, L) [and the last state].
+    ``fused=False``: the PyTorch scan even where the C one builds (tests and bench compare both)."""
     dtype = hidden_states.dtype
     dt = dt.float()
     if delta_bias is not None:
@@ -181,7 +184,7 @@ def selective_scan(
         dt = F.softplus(dt)
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (hidden_states, dt, A, B, C))
     with torch.autocast(hidden_states.device.type, enabled=False):  # fp32 throughout, as the reference
-        y, last = _scan_function(grad, hidden_states.device)(
+        y, last = _scan_function(grad, hidden_states.device, fused)(
             dt.permute(2, 0, 1).contiguous(),
             hidden_states.float().permute(2, 0, 1).contiguous(),
             A.float(),
@@ -195,6 +198,11 @@ def selective_scan(
         out = out * F.silu(z.float())
     out = out.to(dtype)
     return (out, last) if return_last_state else out
+
+
+# ``selective_scan`` on the PyTorch scan (what runs where no C compiler works); bound to the
+# function itself, so it stays that even where ``selective_scan`` is swapped (tests/test_training.py)
+pytorch_selective_scan = functools.partial(selective_scan, fused=False)
 
 
 _REFERENCE = []  # transformers' own function, kept for the tests' comparison

@@ -23,7 +23,7 @@
 int scan_forward(const float *delta, const float *x, const float *A, const float *Bm, const float *C,
                  float *y, float *states, float *last, long L, long B, long D, long N, long b0, long b1)
 {
-    float *h = calloc((size_t)(D * N), sizeof(float));
+    float *h = malloc(sizeof(float) * D * N); /* zeroed per row */
     if (!h)
         return 1;
     for (long b = b0; b < b1; b++) {
