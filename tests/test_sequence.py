@@ -12,9 +12,10 @@ from dmlm import grid
 from dmlm.errors import DmlmError
 from dmlm.model import checkpoint
 from dmlm.model.backbone import build_backbone
-from dmlm.model.batches import Sequences, assemble_split, collate, fit_to_length
+from dmlm.model.batches import Sequences, assemble_split, collate, dropped_rows, fit_to_length
 from dmlm.model.decode import greedy_decode
 from dmlm.model.sequence import (
+    LOSS_VARIANTS,
     SequenceSettings,
     assemble,
     check_lengths,
@@ -252,3 +253,43 @@ def test_interleaved_balanced_run_trains_drops_and_decodes(tokenizer_json, data,
     assert len(hyps) == len(short) > 0
     with pytest.raises(DmlmError, match=r"no 'audio\.times' stream given"):
         greedy_decode(model, saved, {k: v for k, v in test.items() if k != "audio.times"}, 4, 8, progress=False)
+
+
+@pytest.mark.parametrize("arrangement", ["blocked", "interleaved"])
+def test_dropped_sequences_leave_out_exactly_the_audio(tokenizer_json, data, arrangement):  # noqa: F811
+    """Modality dropout's sequences: the audio's tokens and tags gone, every other position kept in
+    its order with its weight (for the balanced variant too: other groups keep their counts)."""
+    modalities = grid.modality_names(grid.ordered("L+I+A+O", "audio_first"))
+    layout = VocabLayout(modalities, CODEBOOKS, text_vocab_size(tokenizer_json), arrangement=arrangement)
+    streams = {k: Ragged.load(p) for k, p in only(data["train"], layout).items()}
+    lo, hi = layout._range("audio")
+    audio_ids = {layout.begin("audio"), layout.end("audio"), *range(lo, hi)}
+    for variant in LOSS_VARIANTS:
+        seqs = assemble_split(streams, layout, PAPER, variant, drop="audio")
+        assert len(seqs.dropped) == len(seqs)
+        for i in range(len(seqs)):
+            keep = np.array([x not in audio_ids for x in seqs.ids[i].tolist()])
+            assert seqs.dropped.ids[i].tolist() == seqs.ids[i][keep].tolist()
+            assert seqs.dropped.weights[i].tolist() == seqs.weights[i][keep].tolist()
+            assert seqs.lengths[i] - seqs.dropped.lengths[i] == len(streams["audio"][i]) + 2
+        # collate takes the rows it is told to from the dropped sequences, padded to the batch
+        idx = np.arange(4)
+        ids, w, text = collate(seqs, idx, np.array([True, False, True, False]))
+        for row, i in enumerate(idx):
+            src = seqs.dropped if row in (0, 2) else seqs
+            n = src.lengths[i]
+            assert ids[row, :n].tolist() == src.ids[i].tolist() and (ids[row, n:] == layout.pad).all()
+            assert text[row].sum() == n - src.text_start[i]
+        assert ids.shape[1] == max(seqs.lengths[1], seqs.lengths[3], seqs.dropped.lengths[0], seqs.dropped.lengths[2])
+    # a subset keeps the two in step
+    keep = np.arange(len(seqs)) % 2 == 0
+    sub = seqs.subset(keep)
+    assert [x.tolist() for x in sub.dropped.ids] == [x.tolist() for x in seqs.dropped.ids[::2]]
+
+
+def test_dropped_rows_are_seeded_and_drawn_at_their_share():
+    a = [dropped_rows(8, 0.25, seed=3, micro_step=s) for s in range(1, 2001)]
+    assert all((x == dropped_rows(8, 0.25, seed=3, micro_step=s)).all() for s, x in enumerate(a[:20], start=1))
+    assert not all((x == dropped_rows(8, 0.25, seed=4, micro_step=s)).all() for s, x in enumerate(a[:20], start=1))
+    assert np.mean(a) == pytest.approx(0.25, abs=0.02)
+    assert not dropped_rows(8, 0.0, seed=3, micro_step=1).any()

@@ -39,7 +39,8 @@ def train_argv(s, data, tokenizer_json, out):
 
 def test_sigkill_midway_then_rerun_matches_an_uninterrupted_run(tokenizer_json, data, tmp_path):
     s = settings(backbone=dict(TINY, dropout=0.1))  # dropout: the torch RNG must be restored too
-    s["training"].update(max_steps=160, eval_every=10, grad_accum=2)
+    # modality dropout: the rows without audio must be the same ones after the resume
+    s["training"].update(max_steps=160, eval_every=10, grad_accum=2, drop_audio=0.3)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     killed = tmp_path / "killed"
     state_path = killed / "state" / "last.pt"
@@ -167,6 +168,8 @@ def test_early_stopping_keeps_the_best_weights_across_a_resume(tokenizer_json, d
         ("schedule", "linear", r"training\.schedule: expected one of cosine, wsd"),
         ("decay_fraction", 1.5, r"training\.decay_fraction must be in \(0, 1\]"),
         ("decay_fraction", 0, r"training\.decay_fraction must be in \(0, 1\]"),
+        ("drop_audio", 1.0, r"training\.drop_audio must be in \[0, 1\)"),
+        ("drop_audio", -0.1, r"training\.drop_audio must be in \[0, 1\)"),
     ],
 )
 def test_bad_training_keys_fail_before_any_work(tokenizer_json, data, tmp_path, key, value, message):
@@ -175,6 +178,26 @@ def test_bad_training_keys_fail_before_any_work(tokenizer_json, data, tmp_path, 
     with pytest.raises(DmlmError, match=message):
         train_run(s, data, tokenizer_json, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+def test_modality_dropout_trains_on_audio_free_rows_and_is_ignored_without_another_input(
+    tokenizer_json, data, tmp_path, capsys
+):
+    """drop_audio changes what an A+O run trains on (not its validation data); an audio-only run
+    has nothing else to read and trains exactly as without it."""
+    logs = {}
+    for name, modalities, share in [("ao", ["audio", "ocr"], 0.0), ("ao-drop", ["audio", "ocr"], 0.5),
+                                    ("a", ["audio"], 0.0), ("a-drop", ["audio"], 0.5)]:
+        s = settings(modalities=modalities)
+        s["training"].update(max_steps=20, drop_audio=share)
+        train_run(s, {split: {k: v for k, v in p.items() if k in (*modalities, "transcript")} for split, p in data.items()},
+                  tokenizer_json, str(tmp_path / name))
+        logs[name] = pd.read_csv(tmp_path / name / "train_log.tsv", sep="\t")
+    assert "training.drop_audio = 0.5 ignored: audio is not beside another input" in capsys.readouterr().err
+    cols = ["train_loss", "val_loss", "val_transcript_loss"]
+    pd.testing.assert_frame_equal(logs["a"][cols], logs["a-drop"][cols])
+    assert logs["ao"]["val_loss"].iloc[0] == logs["ao-drop"]["val_loss"].iloc[0]  # same validation data
+    assert not logs["ao"]["train_loss"].iloc[1:].equals(logs["ao-drop"]["train_loss"].iloc[1:])
 
 
 def test_learning_rate_schedules():

@@ -3,7 +3,9 @@
 ``load_streams`` reads a split's ragged token streams (and the token times an interleaved layout
 needs), ``assemble_split`` turns them into LM sequences (``sequence.assemble``), ``fit_to_length``
 applies the over-length policy, ``BatchOrder`` gives the batch of every training step as a pure
-function of (seed, step), and ``collate`` pads a batch on the right with the layout's ``<pad>``.
+function of (seed, step), ``dropped_rows`` which of its sequences leave the audio out (modality
+dropout, ``training.drop_audio``), and ``collate`` pads a batch on the right with the layout's
+``<pad>``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dmlm.errors import DmlmError
-from dmlm.model.sequence import assemble, check_lengths, input_streams
+from dmlm.model.sequence import assemble_groups, check_lengths, input_streams, position_weights
 from dmlm.model.vocab import VocabLayout
 from dmlm.storage import Ragged
 
@@ -29,6 +31,8 @@ class Sequences:
     text_start: np.ndarray  # first transcript position (just after <text>) of each sequence
     lengths: np.ndarray
     pad: int  # the layout's <pad> id
+    # the same sequences with one group's positions left out (modality dropout), when asked for
+    dropped: "Sequences | None" = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -37,7 +41,12 @@ class Sequences:
         """The sequences where the bool mask ``keep`` is true."""
         idx = np.flatnonzero(keep)
         return Sequences(
-            [self.ids[i] for i in idx], [self.weights[i] for i in idx], self.text_start[idx], self.lengths[idx], self.pad
+            [self.ids[i] for i in idx],
+            [self.weights[i] for i in idx],
+            self.text_start[idx],
+            self.lengths[idx],
+            self.pad,
+            None if self.dropped is None else self.dropped.subset(keep),
         )
 
 
@@ -62,19 +71,36 @@ def load_streams(split: str, prefixes: dict[str, str], layout: VocabLayout) -> d
     return out
 
 
+def _sequences(ids: list[np.ndarray], weights: list[np.ndarray], layout: VocabLayout) -> Sequences:
+    text_start = np.array([int(np.flatnonzero(x == layout.text_tag)[0]) + 1 for x in ids], dtype=np.int64)
+    return Sequences(ids, weights, text_start, np.array([len(x) for x in ids], dtype=np.int64), layout.pad)
+
+
 def assemble_split(
-    streams: dict[str, Ragged], layout: VocabLayout, loss_weights: dict, variant: str = "weighted"
+    streams: dict[str, Ragged],
+    layout: VocabLayout,
+    loss_weights: dict,
+    variant: str = "weighted",
+    drop: str | None = None,
 ) -> Sequences:
-    """Every utterance's sequence and position weights (``variant``: ``sequence.LOSS_VARIANTS``)."""
-    n = len(streams["transcript"])
-    ids, weights, text_start = [], [], []
-    for i in range(n):
-        x, w = assemble({name: r[i] for name, r in streams.items()}, layout, loss_weights, variant)
+    """Every utterance's sequence and position weights (``variant``: ``sequence.LOSS_VARIANTS``).
+
+    With ``drop`` (a modality), ``Sequences.dropped`` holds each sequence with that modality's
+    positions (its tokens and tags) left out and the others weighted as before."""
+    ids, weights, kept_ids, kept_weights = [], [], [], []
+    for i in range(len(streams["transcript"])):
+        x, owners = assemble_groups({name: r[i] for name, r in streams.items()}, layout)
+        w = position_weights(owners, loss_weights, variant)
         ids.append(x)
         weights.append(w)
-        text_start.append(int(np.flatnonzero(x == layout.text_tag)[0]) + 1)
-    lengths = np.array([len(x) for x in ids], dtype=np.int64)
-    return Sequences(ids, weights, np.array(text_start, dtype=np.int64), lengths, layout.pad)
+        if drop is not None:
+            keep = np.array([o != drop for o in owners])
+            kept_ids.append(x[keep])
+            kept_weights.append(w[keep])
+    seqs = _sequences(ids, weights, layout)
+    if drop is not None:
+        seqs.dropped = _sequences(kept_ids, kept_weights, layout)
+    return seqs
 
 
 def fit_to_length(seqs: Sequences, max_positions: int, backbone_name: str, split: str, policy: str) -> Sequences:
@@ -123,19 +149,27 @@ def val_batches(lengths: np.ndarray, batch_size: int, n_batches: int, seed: int)
     return [pick[i : i + batch_size] for i in range(0, len(pick), batch_size)]
 
 
-def collate(seqs: Sequences, idx):
+def dropped_rows(batch_size: int, share: float, seed: int, micro_step: int) -> np.ndarray:
+    """Which rows of (1-based) micro-batch ``micro_step`` leave the dropped modality out: each with
+    probability ``share``, a pure function of (seed, micro_step) like the batch order."""
+    return np.random.default_rng([seed, 2, micro_step]).random(batch_size) < share
+
+
+def collate(seqs: Sequences, idx, dropped=None):
     """Right-padded (input_ids, weights, transcript_mask) tensors of the utterances ``idx``.
 
-    ``transcript_mask`` marks target positions of transcript tokens and ``</s>``."""
+    ``transcript_mask`` marks target positions of transcript tokens and ``</s>``. ``dropped`` (bool
+    per row) takes those rows from ``seqs.dropped``."""
     import torch
 
-    width = int(seqs.lengths[idx].max())
+    rows = [seqs.dropped if dropped is not None and dropped[r] else seqs for r in range(len(idx))]
+    width = max(int(src.lengths[i]) for src, i in zip(rows, idx))
     ids = np.full((len(idx), width), seqs.pad, dtype=np.int64)
     w = np.zeros((len(idx), width), dtype=np.float32)
     text = np.zeros((len(idx), width), dtype=bool)
-    for row, i in enumerate(idx):
-        n = seqs.lengths[i]
-        ids[row, :n] = seqs.ids[i]
-        w[row, :n] = seqs.weights[i]
-        text[row, seqs.text_start[i] : n] = True
+    for row, (src, i) in enumerate(zip(rows, idx)):
+        n = src.lengths[i]
+        ids[row, :n] = src.ids[i]
+        w[row, :n] = src.weights[i]
+        text[row, src.text_start[i] : n] = True
     return torch.from_numpy(ids), torch.from_numpy(w), torch.from_numpy(text)

@@ -174,6 +174,14 @@ def position_weights(owners: list, loss_weights: Mapping[str, float], variant: s
     return w.astype(np.float32)
 
 
+def assemble_groups(streams: Mapping[str, np.ndarray], layout: VocabLayout) -> tuple[np.ndarray, list]:
+    """(input_ids int64, the group of every position: None for ``<bos>``) of one utterance."""
+    body = layout.to_lm("transcript", _stream(streams, "transcript"))
+    ids, owners = _prompt(streams, layout)
+    ids = np.concatenate([ids, body, [layout.eos]]).astype(np.int64)
+    return ids, owners + ["transcript"] * (len(body) + 1)
+
+
 def assemble(
     streams: Mapping[str, np.ndarray],
     layout: VocabLayout,
@@ -183,10 +191,7 @@ def assemble(
     """(input_ids int64, target_weights float32) of one utterance; ``streams`` holds one id array per
     modality of the layout, ``"transcript"`` (text tokenizer ids) and, for an interleaved block, the
     token times ``"<m>.times"`` of its modalities."""
-    body = layout.to_lm("transcript", _stream(streams, "transcript"))
-    ids, owners = _prompt(streams, layout)
-    ids = np.concatenate([ids, body, [layout.eos]]).astype(np.int64)
-    owners += ["transcript"] * (len(body) + 1)
+    ids, owners = assemble_groups(streams, layout)
     return ids, position_weights(owners, loss_weights, variant)
 
 

@@ -48,6 +48,7 @@ from dmlm.model.batches import (
     Sequences,
     assemble_split,
     collate,
+    dropped_rows,
     fit_to_length,
     load_streams,
     val_batches,
@@ -207,7 +208,11 @@ def train_run(
     log_path = out / "train_log.tsv"
     fingerprint = _fingerprint(settings, ragged, layout)
 
-    train = assemble_split(ragged["train"], layout, loss_weights, variant)
+    # modality dropout needs another input to read when the audio is left out
+    drop = "audio" if cfg.drop_audio > 0 and "audio" in modalities and len(modalities) > 1 else None
+    if cfg.drop_audio > 0 and drop is None:
+        print(f"dmlm train: training.drop_audio = {cfg.drop_audio} ignored: audio is not beside another input", file=sys.stderr)
+    train = assemble_split(ragged["train"], layout, loss_weights, variant, drop=drop)
     val = assemble_split(ragged["val"], layout, loss_weights, variant)
 
     torch.manual_seed(cfg.seed)
@@ -281,7 +286,10 @@ def train_run(
             group["lr"] = lr
         micro = []
         for k in range(cfg.grad_accum):
-            ids, w, _ = collate(train, order.batch((step - 1) * cfg.grad_accum + k + 1))
+            micro_step = (step - 1) * cfg.grad_accum + k + 1
+            idx = order.batch(micro_step)
+            dropped = dropped_rows(len(idx), cfg.drop_audio, cfg.seed, micro_step) if drop else None
+            ids, w, _ = collate(train, idx, dropped)
             micro.append((ids, w))
             tokens += int((ids != layout.pad).sum())
         t0 = time.perf_counter()

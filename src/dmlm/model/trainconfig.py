@@ -17,6 +17,12 @@ Keys (see workflow_config.yaml for each one's reason):
   best evaluation.
 - ``early_stop_metric`` (default ``val_transcript_loss``): ``val_loss`` (the weighted loss) or
   ``val_transcript_loss`` (the transcript alone: what is decoded and scored).
+- ``drop_audio`` (default 0: off, in [0, 1)): modality dropout (Neverova et al. 2016, ModDrop; Shi
+  et al. 2022, AV-HuBERT). Each training sequence of a run with an input modality beside audio
+  leaves its audio block out (tokens and tags) with this probability, drawn per sequence and step
+  from the run seed, so the model must also learn to read the other modalities alone instead of
+  settling on the audio. Validation and test sequences keep their audio. A run whose only input
+  is audio ignores it.
 - ``device`` (default ``auto``): ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``.
 - ``precision`` (default ``auto``): ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or ``bf16``.
 """
@@ -36,7 +42,7 @@ CHOICES = {
     "schedule": ("cosine", "wsd"),
 }
 #: keys a config may leave out (their defaults are the dataclass's)
-OPTIONAL = ("schedule", "decay_fraction", "grad_accum", "early_stop_patience", "early_stop_metric", "device", "precision")
+OPTIONAL = ("schedule", "decay_fraction", "grad_accum", "drop_audio", "early_stop_patience", "early_stop_metric", "device", "precision")
 
 
 @dataclass
@@ -53,6 +59,7 @@ class TrainConfig:
     schedule: str = "cosine"
     decay_fraction: float = 0.2
     grad_accum: int = 1
+    drop_audio: float = 0.0  # 0 turns modality dropout off
     early_stop_patience: int = 0  # 0 turns early stopping off
     early_stop_metric: str = "val_transcript_loss"
     device: str = "auto"
@@ -83,6 +90,8 @@ class TrainConfig:
                 raise DmlmError(f"training.{key} must be >= 0, got {getattr(cfg, key)}")
         if not 0.0 <= cfg.min_lr_ratio <= 1.0:
             raise DmlmError(f"training.min_lr_ratio must be in [0, 1], got {cfg.min_lr_ratio}")
+        if not 0.0 <= cfg.drop_audio < 1.0:  # 1 would never train on the audio
+            raise DmlmError(f"training.drop_audio must be in [0, 1), got {cfg.drop_audio}")
         if not 0.0 < cfg.decay_fraction <= 1.0:  # 0 would never reach min_lr_ratio * lr
             raise DmlmError(f"training.decay_fraction must be in (0, 1], got {cfg.decay_fraction}")
         return cfg
