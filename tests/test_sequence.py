@@ -262,8 +262,7 @@ def test_dropped_sequences_leave_out_exactly_the_audio(tokenizer_json, data, arr
     modalities = grid.modality_names(grid.ordered("L+I+A+O", "audio_first"))
     layout = VocabLayout(modalities, CODEBOOKS, text_vocab_size(tokenizer_json), arrangement=arrangement)
     streams = {k: Ragged.load(p) for k, p in only(data["train"], layout).items()}
-    lo, hi = layout._range("audio")
-    audio_ids = {layout.begin("audio"), layout.end("audio"), *range(lo, hi)}
+    audio_ids = {layout.begin("audio"), layout.end("audio"), *layout.to_lm("audio", np.arange(CODEBOOKS["audio"])).tolist()}
     for variant in LOSS_VARIANTS:
         seqs = assemble_split(streams, layout, PAPER, variant, drop="audio")
         assert len(seqs.dropped) == len(seqs)
