@@ -1,20 +1,26 @@
-"""One recipe experiment outside the workflow (docs/recipe-log.md): train and evaluate one run on
-the prepared tokens of a preset, with some config values changed, into a folder of its own.
+"""One recipe experiment outside the workflow (docs/recipe-log.md): train one run on the prepared
+tokens of a preset, with some config values changed, into a folder of its own, and evaluate it on
+the **validation split** at each of the study's test SNRs. Recipe choices are made on these numbers;
+the test split is read only by the workflow's final evaluation (README, "Research protocol").
 
 It calls the same `dmlm` commands the rules call (text-tokenizer, encode-text, train, evaluate),
-reads the audio, lip and image tokens the workflow prepared (first run
-`.venv/bin/snakemake -c all --omit-from train`), and trains its own text tokenizer, so that
-`tokens.text` can change too. Only the values a run's training reads may change: `training.*`,
-`backbones.*`, `loss_weights.*` and `tokens.text.*` (`--set KEY=YAML`, repeatable).
+reads the audio, lip and image tokens the workflow prepared, and trains its own text tokenizer, so
+that `tokens.text` can change too. Token files that are missing (the validation split's audio at
+the test SNRs is not part of a workflow run) are made first by Snakemake with the same config.
+Only the values a run's training reads may change: `training.*`, `backbones.*`, `loss_weights.*`
+and `tokens.text.*` (`--set KEY=YAML`, repeatable), and the block order (`--order`).
 
     .venv/bin/python scripts/recipe_experiment.py exp/ao-whole --modalities A+O \\
         --set tokens.text.digits=whole --set training.schedule=cosine [--seed 1]
 
 A folder holds one experiment (`<out>/experiment.json`): rerunning the same command reuses its
-trained model, another command is refused. Writes `<out>/result.json`: the WER (%) per test condition of the preset's first study, the best
-validation transcript loss and its step, training minutes, and per condition the error rate on the
-first and on the second half of each spoken equation's words (the noise covers the second half:
-a model that copies from the OCR or reads the lips gains there).
+trained model, another command is refused. Writes `<out>/result.json`: the validation WER (%) per
+test condition of the preset's first study, the best validation transcript loss and its step,
+training minutes, and per condition the error rate on the first and on the second half of each
+spoken equation's words (the noise covers the second half: a model that copies from the OCR or
+reads the lips gains there), and the perceptual score of each extra modality (WER points lost when
+it is deranged across the validation items; a model that copies from the OCR loses many).
+`scripts/recipe_table.py` puts several results side by side.
 """
 
 from __future__ import annotations
@@ -86,13 +92,29 @@ def half_error_rates(hyps: pd.DataFrame, halves: dict[str, list[int]]) -> list[f
     return [round(100 * e / max(w, 1), 1) for e, w in zip(errors, words)]
 
 
+def snakemake_targets(configfile: Path, targets: list[Path], cores: int, log: Path) -> None:
+    """Make token files the experiment reads that the workflow has not made yet."""
+    missing = [str(t.relative_to(ROOT)) for t in targets if not t.exists()]
+    if not missing:
+        return
+    cmd = [str(Path(sys.executable).parent / "snakemake"), "-c", str(cores), "--configfile", str(configfile)]
+    if configfile.resolve() != (ROOT / "workflow_config.yaml").resolve():
+        cmd.append("--replace-workflow-config")
+    print(f"making {len(missing)} token files with Snakemake (log: {log})", flush=True)
+    with open(log, "a") as f:
+        if subprocess.run([*cmd, *missing], stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode:
+            raise SystemExit(f"snakemake could not make the token files (see {log})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="folder of this experiment")
     parser.add_argument("--modalities", required=True, help="modality set, e.g. A or A+O")
     parser.add_argument("--configfile", type=Path, default=ROOT / "workflow_config.yaml")
     parser.add_argument("--seed", type=int, default=0, help="run seed")
+    parser.add_argument("--order", default=None, help="block order (default: the study's first)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=YAML", help="change a config value")
+    parser.add_argument("--cores", type=int, default=1, help="cores for Snakemake when token files are missing")
     opts = parser.parse_args()
 
     config = yaml.safe_load(opts.configfile.read_text())
@@ -103,7 +125,7 @@ def main() -> None:
         raise SystemExit("recipe_experiment: blocked layouts only (it passes no token times)")
     dataset, out = config["corpus"]["dataset"], opts.out.resolve()
     corpus, tokens = ROOT / "results" / "corpus" / dataset, ROOT / "results" / "tokens" / dataset
-    modset = grid.ordered(opts.modalities, study.get("order", [grid.DEFAULT_ORDER])[0])
+    modset = grid.ordered(opts.modalities, opts.order or study.get("order", [grid.DEFAULT_ORDER])[0])
     discrete = [m for m in grid.modality_names(modset) if m in grid.DISCRETE]
     encoders = {m: next(iter(config["tokens"][m])) for m in discrete}
     run_name = grid.run_name(modset, "+".join(encoders[m] for m in discrete) or "-", study["train_noise"][0],
@@ -111,6 +133,8 @@ def main() -> None:
     settings = grid.run_settings(config, run_name)
     # a folder holds one experiment: its model is reused only by the same command
     asked = {"modalities": opts.modalities, "configfile": str(opts.configfile), "seed": opts.seed, "set": opts.set}
+    if opts.order:
+        asked["order"] = opts.order
     out.mkdir(parents=True, exist_ok=True)
     record = out / "experiment.json"
     if record.exists() and json.loads(record.read_text()) != asked:
@@ -118,44 +142,65 @@ def main() -> None:
     record.write_text(json.dumps(asked) + "\n")
     log = out / "dmlm.log"
 
+    train_cond = grid.train_cond(config, study["train_noise"][0])
+    conds = [grid.cond_of_snr(snr) for snr in study["test_snrs"]]
+
+    def media_streams(split: str, cond: str) -> dict[str, Path]:
+        return {m: tokens / m / encoders[m] / (f"{cond}/{split}" if m == "audio" else split) for m in discrete}
+
+    needed = [*media_streams("train", train_cond).values(), *media_streams("val", train_cond).values(),
+              *(p for cond in conds for p in media_streams("val", cond).values())]
+    codebooks = {m: ROOT / "results" / "codebooks" / dataset / m / f"{e}.npz" for m, e in encoders.items()}
+    snakemake_targets(opts.configfile, [*(Path(f"{p}.npy") for p in needed), *codebooks.values(),
+                                        corpus / "val" / "manifest.tsv", corpus / "train" / "ocr.tsv"], opts.cores, log)
+
     tokenizer = out / "tokenizer.json"
     run(["text-tokenizer", "--settings", json.dumps(config["tokens"]["text"]), "--manifest",
          str(corpus / "train" / "manifest.tsv"), "--ocr", str(corpus / "train" / "ocr.tsv"), "--out", str(tokenizer)], log)
     for field, table in (("transcript", "manifest.tsv"), ("ocr", "ocr.tsv")):
-        for split in ("train", "val", "test"):
+        for split in ("train", "val"):
             run(["encode-text", "--settings", "{}", "--tokenizer", str(tokenizer), "--table",
                  str(corpus / split / table), "--column", field, "--out-prefix", str(out / field / split)], log)
 
     def streams(split: str, cond: str) -> dict[str, str]:
-        paths = {m: str(tokens / m / encoders[m] / (f"{cond}/{split}" if m == "audio" else split)) for m in discrete}
+        paths = {m: str(p) for m, p in media_streams(split, cond).items()}
         if "ocr" in settings["modalities"]:
             paths["ocr"] = str(out / "ocr" / split)
         return {**paths, "transcript": str(out / "transcript" / split)}
 
-    train_cond = grid.train_cond(config, study["train_noise"][0])
     train_args = ["train", "--settings", json.dumps(settings), "--tokenizer", str(tokenizer), "--out-dir", str(out / "run")]
     for split in ("train", "val"):
         train_args += [a for name, p in streams(split, train_cond).items() for a in ("--stream", f"{split}:{name}={p}")]
-    train_args += [a for m, e in encoders.items() for a in ("--codebook", f"{m}={ROOT}/results/codebooks/{dataset}/{m}/{e}.npz")]
+    train_args += [a for m, p in codebooks.items() for a in ("--codebook", f"{m}={p}")]
     minutes = run(train_args, log) / 60 if not (out / "run" / "checkpoint.pt").exists() else None
 
     curve = pd.read_csv(out / "run" / "train_log.tsv", sep="\t")
     best = curve["val_transcript_loss"].idxmin()
-    result = {"run": run_name, "set": opts.set, "train_minutes": minutes,
+    result = {"run": run_name, "set": opts.set, "order": opts.order, "split": "val", "train_minutes": minutes,
               "best_val_transcript_loss": round(float(curve["val_transcript_loss"][best]), 3),
               "best_step": int(curve["step"][best]), "wer": {}, "first_second_half_error": {}}
-    manifest = pd.read_csv(corpus / "test" / "manifest.tsv", sep="\t", keep_default_na=False, dtype=str)
-    halves = half_of_each_word(manifest)
+    manifest_path = corpus / "val" / "manifest.tsv"
+    halves = half_of_each_word(pd.read_csv(manifest_path, sep="\t", keep_default_na=False, dtype=str))
     evaluation = {k: v for k, v in config["evaluation"].items() if k != "permutation_seed"}
-    for snr in study["test_snrs"]:
-        cond = grid.cond_of_snr(snr)
-        folder = out / "eval" / cond
-        run(["evaluate", "--settings", json.dumps(evaluation), "--checkpoint", str(out / "run" / "checkpoint.pt"),
-             "--tokenizer", str(tokenizer), "--manifest", str(corpus / "test" / "manifest.tsv"), "--out-dir", str(folder),
-             *[a for name, p in streams("test", cond).items() for a in ("--stream", f"{name}={p}")]], log)
+    for cond in conds:
+        folder = out / "eval-val" / cond
+        if not (folder / "wer.json").exists():
+            run(["evaluate", "--settings", json.dumps(evaluation), "--checkpoint", str(out / "run" / "checkpoint.pt"),
+                 "--tokenizer", str(tokenizer), "--manifest", str(manifest_path), "--out-dir", str(folder),
+                 *[a for name, p in streams("val", cond).items() for a in ("--stream", f"{name}={p}")]], log)
         result["wer"][cond] = round(100 * json.loads((folder / "wer.json").read_text())["wer"], 1)
         hyps = pd.read_csv(folder / "hyps.tsv", sep="\t", keep_default_na=False, dtype=str)
         result["first_second_half_error"][cond] = half_error_rates(hyps, halves)
+        # perceptual score on validation: how much worse with the extra modality deranged across items
+        for extra in (m for m in settings["modalities"] if m != "audio"):
+            permuted = folder / f"perm-{extra}"
+            if not (permuted / "wer.json").exists():
+                run(["evaluate", "--settings", json.dumps(config["evaluation"]), "--checkpoint",
+                     str(out / "run" / "checkpoint.pt"), "--tokenizer", str(tokenizer), "--manifest", str(manifest_path),
+                     "--out-dir", str(permuted), "--permute", extra,
+                     *[a for name, p in streams("val", cond).items() for a in ("--stream", f"{name}={p}")]], log)
+            wer_permuted = 100 * json.loads((permuted / "wer.json").read_text())["wer"]
+            result.setdefault("perceptual", {}).setdefault(extra, {})[cond] = round(wer_permuted - result["wer"][cond], 1)
     (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))
 
