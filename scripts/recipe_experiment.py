@@ -7,8 +7,10 @@ It calls the same `dmlm` commands the rules call (text-tokenizer, encode-text, t
 reads the audio, lip and image tokens the workflow prepared, and trains its own text tokenizer, so
 that `tokens.text` can change too. Token files that are missing (the validation split's audio at
 the test SNRs is not part of a workflow run) are made first by Snakemake with the same config.
-Only the values a run's training reads may change: `training.*`, `backbones.*`, `loss_weights.*`
-and `tokens.text.*` (`--set KEY=YAML`, repeatable), and the block order (`--order`).
+Only the values a run reads may change: `training.*`, `backbones.*`, `loss_weights.*`,
+`tokens.text.*`, `noise.train_noise.*` (a training-noise recipe) and `studies.*` (the first study's
+axes) (`--set KEY=YAML`, repeatable), and the block order (`--order`). With `--set`, the changed
+config is written to `<out>/config.yaml` and Snakemake makes missing token files from it.
 
     .venv/bin/python scripts/recipe_experiment.py exp/ao-whole --modalities A+O \\
         --set tokens.text.digits=whole --set training.schedule=cosine [--seed 1]
@@ -42,7 +44,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from dmlm import grid  # noqa: E402
 from dmlm.corpus.equations import parse_equation  # noqa: E402
 
-CHANGEABLE = ("training", "backbones", "loss_weights", "tokens.text")
+CHANGEABLE = ("training", "backbones", "loss_weights", "tokens.text", "noise.train_noise", "studies")
 
 
 def apply(config: dict, assignment: str) -> None:
@@ -151,7 +153,12 @@ def main() -> None:
     needed = [*media_streams("train", train_cond).values(), *media_streams("val", train_cond).values(),
               *(p for cond in conds for p in media_streams("val", cond).values())]
     codebooks = {m: ROOT / "results" / "codebooks" / dataset / m / f"{e}.npz" for m, e in encoders.items()}
-    snakemake_targets(opts.configfile, [*(Path(f"{p}.npy") for p in needed), *codebooks.values(),
+    # Snakemake makes the token files from the changed config (a new training-noise recipe, say)
+    configfile = opts.configfile
+    if opts.set:
+        configfile = out / "config.yaml"
+        configfile.write_text(yaml.safe_dump(config, sort_keys=False))
+    snakemake_targets(configfile, [*(Path(f"{p}.npy") for p in needed), *codebooks.values(),
                                         corpus / "val" / "manifest.tsv", corpus / "train" / "ocr.tsv"], opts.cores, log)
 
     tokenizer = out / "tokenizer.json"
