@@ -85,16 +85,6 @@ def check_references(config: dict) -> None:
                 f"divisible by {backbone['heads']} heads"
             )
         pretrained = backbone.get("pretrained")
-        if pretrained and not (Path(pretrained) / "config.json").is_file():
-            problems.append(
-                f"config key backbones.{name}.pretrained: {pretrained} is not a model folder "
-                "(expected a config.json and weights saved by save_pretrained)"
-            )
-        elif pretrained and not (Path(pretrained) / "tokenizer.json").is_file():
-            problems.append(
-                f"config key backbones.{name}.pretrained: {pretrained} has no tokenizer.json (a pretrained "
-                "backbone reads text with its own tokenizer: save it into the folder with save_pretrained)"
-            )
         if pretrained and name == LOCAL_TEXT:
             problems.append(
                 f"config key backbones.{name}: a pretrained backbone may not be named '{LOCAL_TEXT}' "
@@ -102,11 +92,22 @@ def check_references(config: dict) -> None:
             )
     problems += check_encoders(config)
     problems += check_text(config)
-    bank = config["noise"]["bank"]
-    if "path" in bank and not Path(bank["path"]).is_dir():
-        problems.append(f"config key noise.bank.path: {bank['path']} is not a folder")
+    problems += check_inputs(config)
     if problems:
         raise DmlmError("invalid workflow config:\n  " + "\n  ".join(problems))
+
+
+def check_inputs(config: dict) -> list[str]:
+    """What jobs would find out late (dmlm.config_checks): the files a config names, the data sizes
+    its splits and codebooks need, the training-noise SNRs."""
+    from dmlm import config_checks as checks
+
+    problems = checks.check_train_noise(config) + checks.check_splits(config)
+    problems += checks.check_codebook_sizes(config, used_encoders(config))
+    for name, backbone in config["backbones"].items():
+        if backbone.get("pretrained"):
+            problems += checks.check_pretrained(name, backbone)
+    return problems + checks.check_noise_bank(config)
 
 
 def used_encoders(config: dict) -> set[tuple[str, str]]:
