@@ -3,14 +3,16 @@ numpy traceback) stop at start-up, or at the first read, with a message naming t
 
 import copy
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 import yaml
 
-from conftest import TINY
-from dmlm.config import validate_config
+from conftest import ROOT, TINY
+from dmlm.config import load_config, validate_config
 from dmlm.errors import DmlmError
 from dmlm.storage import Ragged, ragged_paths, save_ragged
 from dmlm.validation_cache import validate_once
@@ -137,6 +139,50 @@ def test_a_one_utterance_test_split_passes_without_perceptual_scores(tiny):
     tiny["corpus"]["splits"]["test"] = 1
     tiny["studies"]["modalities"]["modalities"] = ["A"]
     validate_config(tiny)
+
+
+# --------------------------------------------------------------- 5. YAML syntax errors, empty files
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ncorpus:\n  splits: {train: 4\n  dataset: [1, 2\n")
+    with pytest.raises(DmlmError, match=rf"{bad}: invalid YAML at line \d+"):
+        load_config(bad)
+
+
+def test_check_config_names_file_and_line(tmp_path, capsys):
+    """Snakemake reads --configfile files itself and says only "not valid JSON or YAML";
+    `dmlm check-config` names the file and line (README: Configuration)."""
+    from dmlm.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nseed: [1\n")
+    assert main(["check-config", str(TINY), str(bad)]) == 2
+    out = capsys.readouterr()
+    assert f"{TINY}: valid (2 runs)" in out.out
+    assert f"{bad}: invalid YAML at line 3" in out.err
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n"], ids=["empty", "comment-only"])
+def test_an_empty_config_file_is_named(tmp_path, text):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(text)
+    with pytest.raises(DmlmError, match=rf"{empty} is empty"):
+        load_config(empty)
+
+
+def test_snakemake_with_an_empty_config_says_so(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("{}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--configfile", str(empty), "--replace-workflow-config",
+         "--directory", str(tmp_path), "--snakefile", str(ROOT / "Snakefile")],
+        capture_output=True, text=True, timeout=120,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"the workflow config is empty (config files: {empty})" in out, out
+    assert "required property" not in out
 
 
 # --------------------------------------------------------------- 6. truncated token files

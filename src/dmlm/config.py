@@ -162,10 +162,53 @@ def load_config(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise DmlmError(f"config file not found: {path}")
+    return validate_config(read_config_file(path))
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The mapping in a YAML (or JSON) config file; DmlmError naming the file, and for a syntax
+    error its line and column, or saying the file is empty."""
+    path = Path(path)
     try:
         config = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise DmlmError(f"{path} is not valid YAML: {err}") from None
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(err, "problem", None) or ""
+        context, start = getattr(err, "context", None), getattr(err, "context_mark", None)
+        if context:  # e.g. "while parsing a flow mapping", opened on another line
+            what = f"{what} ({context}{f' opened at line {start.line + 1}' if start else ''})"
+        raise DmlmError(f"{path}: invalid YAML{where}: {what or err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DmlmError(f"cannot read config file {path}: {err}") from None
+    if config is None:
+        raise DmlmError(f"{path} is empty (no config keys; comments only)")
     if not isinstance(config, dict):
-        raise DmlmError(f"{path}: expected a mapping of config keys at the top level")
-    return validate_config(config)
+        raise DmlmError(f"{path}: expected a mapping of config keys at the top level, "
+                        f"got a {type(config).__name__}")
+    return config
+
+
+def require_config(config: dict, files) -> None:
+    """An empty workflow config (e.g. ``--configfile`` of ``{}`` with --replace-workflow-config):
+    say so and name the files, not every missing key of the schema."""
+    if not config:
+        names = ", ".join(map(str, files)) or "none"
+        raise DmlmError(f"the workflow config is empty (config files: {names})")
+
+
+def register(subparsers) -> None:
+    """``dmlm check-config FILE...``: Snakemake reads ``--configfile`` files itself, before the
+    workflow's checks run, and says only "Config file is not valid JSON or YAML"; this names the
+    file and line, then runs the workflow's checks."""
+    p = subparsers.add_parser("check-config", help="check workflow config files (YAML, schema, references)")
+    p.add_argument("files", nargs="+", help="config files, e.g. workflow_config.yaml presets/tiny.yaml")
+    p.set_defaults(func=_check_files)
+
+
+def _check_files(args) -> None:
+    from dmlm import grid
+
+    for path in args.files:
+        config = load_config(path)
+        print(f"{path}: valid ({len(grid.runs_table(config))} runs)")
