@@ -81,9 +81,10 @@ OPT_CONFIG = json.dumps({"model_type": "opt", "vocab_size": 50, "hidden_size": 1
         ('{\n  "model_type": "opt",\n  "vocab_size": 50,,\n}', True, r"config\.json line 3"),
         (OPT_CONFIG, False, r"no weights file"),
         (OPT_CONFIG.replace('"opt"', '"gpt2"'), True, r"'gpt2' model, not one of family 'opt'"),
-        ("[1, 2]", True, r"config\.json"),
+        ("[1, 2]", True, r"config\.json holds a JSON list"),
+        (OPT_CONFIG.replace("16", '"big"'), True, r"transformers cannot load .*config\.json.*hidden_size"),
     ],
-    ids=["corrupt-json", "no-weights", "another-family", "not-a-mapping"],
+    ids=["corrupt-json", "no-weights", "another-family", "not-a-mapping", "transformers-refuses"],
 )
 def test_a_bad_pretrained_folder_is_named_at_startup(tiny, tmp_path, config_text, weights, expected):
     folder = pretrained_folder(tmp_path / "opt", config_text, weights)
