@@ -6,6 +6,7 @@ import sys
 import json
 from pathlib import Path
 
+from dmlm.config import require_config
 from dmlm.validation_cache import validate_once
 from dmlm.errors import DmlmError
 from dmlm import grid
@@ -16,6 +17,8 @@ from dmlm.report.cli import OUTPUTS as REPORT_OUTPUTS
 # weights (MD5s; a weights file named in the config is loaded: seconds) (dmlm/validation_cache.py).
 try:
     if workflow.is_main_process:
+        # --configfile files (Snakemake has loaded them: a YAML syntax error stops it before this)
+        require_config(config, workflow.overwrite_configfiles or workflow.configfiles)
         validate_once(config, Path(".snakemake") / "dmlm-validated")
 except DmlmError as err:
     raise WorkflowError(str(err)) from None

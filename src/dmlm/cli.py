@@ -22,6 +22,7 @@ STAGE_CLIS = (
     "dmlm.model.cli",
     "dmlm.evaluation.cli",
     "dmlm.report.cli",
+    "dmlm.config",  # check-config
 )
 
 

@@ -85,16 +85,6 @@ def check_references(config: dict) -> None:
                 f"divisible by {backbone['heads']} heads"
             )
         pretrained = backbone.get("pretrained")
-        if pretrained and not (Path(pretrained) / "config.json").is_file():
-            problems.append(
-                f"config key backbones.{name}.pretrained: {pretrained} is not a model folder "
-                "(expected a config.json and weights saved by save_pretrained)"
-            )
-        elif pretrained and not (Path(pretrained) / "tokenizer.json").is_file():
-            problems.append(
-                f"config key backbones.{name}.pretrained: {pretrained} has no tokenizer.json (a pretrained "
-                "backbone reads text with its own tokenizer: save it into the folder with save_pretrained)"
-            )
         if pretrained and name == LOCAL_TEXT:
             problems.append(
                 f"config key backbones.{name}: a pretrained backbone may not be named '{LOCAL_TEXT}' "
@@ -102,11 +92,22 @@ def check_references(config: dict) -> None:
             )
     problems += check_encoders(config)
     problems += check_text(config)
-    bank = config["noise"]["bank"]
-    if "path" in bank and not Path(bank["path"]).is_dir():
-        problems.append(f"config key noise.bank.path: {bank['path']} is not a folder")
+    problems += check_inputs(config)
     if problems:
         raise DmlmError("invalid workflow config:\n  " + "\n  ".join(problems))
+
+
+def check_inputs(config: dict) -> list[str]:
+    """What jobs would find out late (dmlm.config_checks): the files a config names, the data sizes
+    its splits and codebooks need, the training-noise SNRs."""
+    from dmlm import config_checks as checks
+
+    problems = checks.check_train_noise(config) + checks.check_splits(config)
+    problems += checks.check_codebook_sizes(config, used_encoders(config))
+    for name, backbone in config["backbones"].items():
+        if backbone.get("pretrained"):
+            problems += checks.check_pretrained(name, backbone)
+    return problems + checks.check_noise_bank(config)
 
 
 def used_encoders(config: dict) -> set[tuple[str, str]]:
@@ -161,10 +162,53 @@ def load_config(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise DmlmError(f"config file not found: {path}")
+    return validate_config(read_config_file(path))
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The mapping in a YAML (or JSON) config file; DmlmError naming the file, and for a syntax
+    error its line and column, or saying the file is empty."""
+    path = Path(path)
     try:
         config = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise DmlmError(f"{path} is not valid YAML: {err}") from None
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(err, "problem", None) or ""
+        context, start = getattr(err, "context", None), getattr(err, "context_mark", None)
+        if context:  # e.g. "while parsing a flow mapping", opened on another line
+            what = f"{what} ({context}{f' opened at line {start.line + 1}' if start else ''})"
+        raise DmlmError(f"{path}: invalid YAML{where}: {what or err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DmlmError(f"cannot read config file {path}: {err}") from None
+    if config is None:
+        raise DmlmError(f"{path} is empty (no config keys; comments only)")
     if not isinstance(config, dict):
-        raise DmlmError(f"{path}: expected a mapping of config keys at the top level")
-    return validate_config(config)
+        raise DmlmError(f"{path}: expected a mapping of config keys at the top level, "
+                        f"got a {type(config).__name__}")
+    return config
+
+
+def require_config(config: dict, files) -> None:
+    """An empty workflow config (e.g. ``--configfile`` of ``{}`` with --replace-workflow-config):
+    say so and name the files, not every missing key of the schema."""
+    if not config:
+        names = ", ".join(map(str, files)) or "none"
+        raise DmlmError(f"the workflow config is empty (config files: {names})")
+
+
+def register(subparsers) -> None:
+    """``dmlm check-config FILE...``: Snakemake reads ``--configfile`` files itself, before the
+    workflow's checks run, and says only "Config file is not valid JSON or YAML"; this names the
+    file and line, then runs the workflow's checks."""
+    p = subparsers.add_parser("check-config", help="check workflow config files (YAML, schema, references)")
+    p.add_argument("files", nargs="+", help="config files, e.g. workflow_config.yaml presets/tiny.yaml")
+    p.set_defaults(func=_check_files)
+
+
+def _check_files(args) -> None:
+    from dmlm import grid
+
+    for path in args.files:
+        config = load_config(path)
+        print(f"{path}: valid ({len(grid.runs_table(config))} runs)")

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dmlm.errors import DmlmError
+
 DATA_SUFFIX = ".npy"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -70,6 +72,29 @@ def save_ragged(prefix: str | os.PathLike, items: Sequence[np.ndarray], dtype=No
     save_npy(offsets_path, offsets)
 
 
+def _load_npy(path: Path, mmap_mode) -> np.ndarray:
+    """``np.load`` with a DmlmError naming the file when it is truncated or not a .npy file
+    (numpy says "Failed to read all data" or "mmap length is greater than file size" without it)."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as err:
+        raise DmlmError(f"{path}: not a complete .npy array (truncated or corrupt file?): {err}") from None
+
+
+def _check_offsets(offsets: np.ndarray, n_rows: int, path: Path) -> None:
+    """Offsets of a ragged array: 1-D integers from 0, never decreasing, ending at the data's rows."""
+    if offsets.ndim != 1 or len(offsets) == 0 or not np.issubdtype(offsets.dtype, np.integer):
+        raise DmlmError(f"{path}: expected a non-empty 1-D integer array of offsets, got {offsets.dtype} {offsets.shape}")
+    if offsets[0] != 0:
+        raise DmlmError(f"{path}: offsets must start at 0, got {int(offsets[0])}")
+    if np.any(np.diff(offsets) < 0):
+        bad = int(np.flatnonzero(np.diff(offsets) < 0)[0])
+        raise DmlmError(f"{path}: offsets decrease at item {bad} ({int(offsets[bad])} -> {int(offsets[bad + 1])})")
+    if offsets[-1] != n_rows:
+        raise DmlmError(f"{path}: offsets must end at {n_rows}, the rows of its data file, "
+                        f"got {int(offsets[-1])} (one of the two files is truncated or stale)")
+
+
 class Ragged(Sequence):
     """Read access to a ragged array; ``ragged[i]`` is a (memory-mapped) view of item i."""
 
@@ -84,8 +109,9 @@ class Ragged(Sequence):
         for p in (data_path, offsets_path):
             if not p.exists():
                 raise FileNotFoundError(f"ragged array file missing: {p}")
-        data = np.load(data_path, mmap_mode="r" if mmap else None)
-        offsets = np.load(offsets_path)
+        data = _load_npy(data_path, "r" if mmap else None)
+        offsets = _load_npy(offsets_path, None)
+        _check_offsets(offsets, len(data), offsets_path)
         return cls(data, offsets, source=str(data_path))
 
     def __len__(self) -> int:

@@ -9,7 +9,9 @@ everything the checks read:
 - the config itself;
 - the sources of the ``dmlm`` package (the checks are code);
 - size and modification time of every file or folder a config string names (weights, pretrained
-  backbones, a MUSAN folder), and of the files directly inside such a folder;
+  backbones, a MUSAN folder), and of the files directly inside such a folder; for the noise bank's
+  folder, of every file under it (its audio sits in subfolders, and a file rewritten in place
+  changes no folder);
 - the installed versions of the packages that ship default weights or run the checks, and where
   ``tesseract`` is on ``PATH``.
 
@@ -67,6 +69,12 @@ def fingerprint(config: dict) -> str:
                     digest.update(_stat(child).encode())
         else:
             digest.update(f"{path}:missing".encode())
+    bank = config.get("noise", {}).get("bank", {})
+    if isinstance(bank, dict) and isinstance(bank.get("path"), str):
+        folder = Path(os.path.expanduser(bank["path"]))
+        for child in sorted(folder.rglob("*")) if folder.is_dir() else ():
+            if child.is_file():
+                digest.update(_stat(child).encode())
     for name in DISTRIBUTIONS:
         try:
             digest.update(f"{name}=={metadata.version(name)}".encode())

@@ -528,23 +528,29 @@ def musan_files(folder) -> list[tuple[str, str, Path]]:
     return files
 
 
+def select_musan_files(files: list[tuple[str, str, Path]], settings: dict) -> list[tuple[str, str, Path]]:
+    """The files the bank reads: all, or with ``max_per_category`` a seeded subset per category
+    (the config check reads the same ones)."""
+    max_per = settings.get("max_per_category")
+    if max_per is None:
+        return files
+    rng = np.random.default_rng([int(settings.get("seed", 0)), zlib.crc32(b"musan")])
+    kept = []
+    for category in CATEGORIES:
+        group = [f for f in files if f[1] == category]
+        if len(group) > int(max_per):
+            idx = np.sort(rng.choice(len(group), size=int(max_per), replace=False))
+            group = [group[i] for i in idx]
+        kept += group
+    return kept
+
+
 def load_musan_bank(folder, out_prefix, settings: dict | None = None) -> list[tuple[str, str, float]]:
     """Read a MUSAN-layout folder into a bank; returns (name, category, seconds) per source.
     Bad files stop the build (see the module docstring); resampled files are counted in the TSV's
     ``orig_sr`` column."""
     settings = settings or {}
-    files = musan_files(folder)
-    max_per = settings.get("max_per_category")
-    if max_per is not None:
-        rng = np.random.default_rng([int(settings.get("seed", 0)), zlib.crc32(b"musan")])
-        kept = []
-        for category in CATEGORIES:
-            group = [f for f in files if f[1] == category]
-            if len(group) > int(max_per):
-                idx = np.sort(rng.choice(len(group), size=int(max_per), replace=False))
-                group = [group[i] for i in idx]
-            kept += group
-        files = kept
+    files = select_musan_files(musan_files(folder), settings)
     max_seconds = float(settings["seconds_per_source"]) if settings.get("seconds_per_source") else None
     from tqdm import tqdm
 

@@ -1,0 +1,235 @@
+"""Issue 18, late errors: inputs that used to fail only after corpus and tokenizer jobs ran (or with a
+numpy traceback) stop at start-up, or at the first read, with a message naming the key or file."""
+
+import copy
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from conftest import ROOT, TINY
+from dmlm.config import load_config, validate_config
+from dmlm.errors import DmlmError
+from dmlm.storage import Ragged, ragged_paths, save_ragged
+from dmlm.validation_cache import validate_once
+
+
+@pytest.fixture
+def tiny():
+    return yaml.safe_load(TINY.read_text())
+
+
+def refused(config) -> str:
+    with pytest.raises(DmlmError) as err:
+        validate_config(config)
+    return str(err.value)
+
+
+# --------------------------------------------------------------- 1. a corrupt file in a noise bank
+
+def musan(folder):
+    """A MUSAN-style folder with one good WAV in a nested folder, as MUSAN has them."""
+    wav = folder / "noise" / "free-sound" / "noise-0001.wav"
+    wav.parent.mkdir(parents=True)
+    sf.write(wav, np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32), 16000)
+    return wav
+
+
+def test_a_corrupt_bank_file_is_named_at_startup(tiny, tmp_path):
+    musan(tmp_path)
+    tiny["noise"]["bank"] = {"name": "musan", "path": str(tmp_path)}
+    validate_config(tiny)  # a readable bank passes
+    bad = tmp_path / "music" / "song.wav"
+    bad.parent.mkdir()
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" * 4)
+    message = refused(tiny)
+    assert "noise.bank.path" in message and str(bad) in message
+
+
+def test_the_validation_cache_notices_a_bank_file_corrupted_in_place(tiny, tmp_path):
+    wav = musan(tmp_path / "bank")
+    tiny["noise"]["bank"] = {"name": "musan", "path": str(tmp_path / "bank")}
+    stamps = tmp_path / "stamps"
+    assert validate_once(tiny, stamps) is True
+    wav.write_bytes(b"not a wav file at all")  # rewritten in place: no folder changes
+    with pytest.raises(DmlmError, match="noise-0001.wav"):
+        validate_once(tiny, stamps)
+
+
+# --------------------------------------------------------------- 2. a bad pretrained folder
+
+def pretrained_folder(folder, config_text, weights=True):
+    folder.mkdir()
+    (folder / "config.json").write_text(config_text)
+    (folder / "tokenizer.json").write_text("{}")
+    if weights:
+        (folder / "model.safetensors").write_bytes(b"\0")  # only its presence is checked
+    return folder
+
+
+OPT_CONFIG = json.dumps({"model_type": "opt", "vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 1,
+                         "num_attention_heads": 2, "ffn_dim": 32, "max_position_embeddings": 64}, indent=1)
+
+
+@pytest.mark.parametrize(
+    "config_text, weights, expected",
+    [
+        ('{\n  "model_type": "opt",\n  "vocab_size": 50,,\n}', True, r"config\.json line 3"),
+        (OPT_CONFIG, False, r"no weights file"),
+        (OPT_CONFIG.replace('"opt"', '"gpt2"'), True, r"'gpt2' model, not one of family 'opt'"),
+        ("[1, 2]", True, r"config\.json holds a JSON list"),
+        (OPT_CONFIG.replace("16", '"big"'), True, r"transformers cannot load .*config\.json.*hidden_size"),
+    ],
+    ids=["corrupt-json", "no-weights", "another-family", "not-a-mapping", "transformers-refuses"],
+)
+def test_a_bad_pretrained_folder_is_named_at_startup(tiny, tmp_path, config_text, weights, expected):
+    folder = pretrained_folder(tmp_path / "opt", config_text, weights)
+    tiny["backbones"]["opt-tiny"]["pretrained"] = str(folder)
+    message = refused(tiny)
+    assert "backbones.opt-tiny.pretrained" in message
+    assert __import__("re").search(expected, message), message
+
+
+def test_a_good_pretrained_folder_passes(tiny, tmp_path):
+    tiny["backbones"]["opt-tiny"]["pretrained"] = str(pretrained_folder(tmp_path / "opt", OPT_CONFIG))
+    validate_config(tiny)
+
+
+# --------------------------------------------------------------- 3. n_units larger than the fitting data
+
+@pytest.mark.parametrize(
+    "mutate, key, bound",
+    [
+        # 1 image, patch 100 on 450x200: 4 x 2 = 8 patches to fit on
+        (lambda c: c["tokens"]["image"]["patches"].update(fit_images=1, patch=100, n_units=9),
+         "tokens.image.patches.n_units", "8"),
+        # fit_images above the train split: the split's 2 images give 2 x 8 patches
+        (lambda c: (c["tokens"]["image"]["patches"].update(fit_images=48, patch=100, n_units=17),
+                    c["corpus"]["splits"].update(train=2)), "tokens.image.patches.n_units", "16"),
+        (lambda c: c["tokens"]["lips"]["pixels"].update(fit_frames=10, n_units=11), "tokens.lips.pixels.n_units", "10"),
+    ],
+    ids=["image-fit-images", "image-train-split", "lips-fit-frames"],
+)
+def test_n_units_above_the_fitting_rows_is_refused(tiny, mutate, key, bound):
+    tiny["studies"]["modalities"]["modalities"] = ["A", "A+L", "A+I"]
+    mutate(tiny)
+    message = refused(tiny)
+    assert key in message and f"at most {bound} " in message
+
+
+def test_n_units_equal_to_the_fitting_rows_passes(tiny):
+    tiny["studies"]["modalities"]["modalities"] = ["A", "A+L", "A+I"]
+    tiny["tokens"]["image"]["patches"].update(fit_images=1, patch=100, n_units=8)
+    tiny["tokens"]["lips"]["pixels"].update(fit_frames=10, n_units=10)
+    validate_config(tiny)
+
+
+# --------------------------------------------------------------- 4. too small splits
+
+def test_a_one_utterance_test_split_is_refused_when_a_modality_is_permuted(tiny):
+    tiny["corpus"]["splits"]["test"] = 1  # the tiny study has A+O: O is permuted for the perceptual score
+    message = refused(tiny)
+    assert "corpus.splits.test" in message and "at least 2" in message
+
+
+def test_a_one_utterance_test_split_passes_without_perceptual_scores(tiny):
+    tiny["corpus"]["splits"]["test"] = 1
+    tiny["studies"]["modalities"]["modalities"] = ["A"]
+    validate_config(tiny)
+
+
+# --------------------------------------------------------------- 5. YAML syntax errors, empty files
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ncorpus:\n  splits: {train: 4\n  dataset: [1, 2\n")
+    with pytest.raises(DmlmError, match=rf"{bad}: invalid YAML at line \d+"):
+        load_config(bad)
+
+
+def test_check_config_names_file_and_line(tmp_path, capsys):
+    """Snakemake reads --configfile files itself and says only "not valid JSON or YAML";
+    `dmlm check-config` names the file and line (README: Configuration)."""
+    from dmlm.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nseed: [1\n")
+    assert main(["check-config", str(TINY), str(bad)]) == 2
+    out = capsys.readouterr()
+    assert f"{TINY}: valid (2 runs)" in out.out
+    assert f"{bad}: invalid YAML at line 3" in out.err
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n"], ids=["empty", "comment-only"])
+def test_an_empty_config_file_is_named(tmp_path, text):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(text)
+    with pytest.raises(DmlmError, match=rf"{empty} is empty"):
+        load_config(empty)
+
+
+def test_snakemake_with_an_empty_config_says_so(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("{}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--configfile", str(empty), "--replace-workflow-config",
+         "--directory", str(tmp_path), "--snakefile", str(ROOT / "Snakefile")],
+        capture_output=True, text=True, timeout=120,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"the workflow config is empty (config files: {empty})" in out, out
+    assert "required property" not in out
+
+
+# --------------------------------------------------------------- 6. truncated token files
+
+@pytest.fixture
+def tokens(tmp_path):
+    prefix = tmp_path / "train"
+    save_ragged(prefix, [np.arange(n, dtype=np.int32) for n in (5, 3, 7)])
+    return prefix
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["data", "offsets"])
+def test_a_truncated_token_file_is_named(tokens, which):
+    path = ragged_paths(tokens)[which]
+    path.write_bytes(path.read_bytes()[:-6])
+    with pytest.raises(DmlmError, match=rf"{path}: "):
+        Ragged.load(tokens)
+
+
+@pytest.mark.parametrize(
+    "offsets, problem",
+    [([1, 5, 8, 15], "start at 0"), ([0, 5, 3, 15], "decrease"), ([0, 5, 8, 12], "end at 15")],
+    ids=["start", "monotonic", "end"],
+)
+def test_offsets_that_do_not_fit_the_data_are_named(tokens, offsets, problem):
+    np.save(ragged_paths(tokens)[1], np.array(offsets, dtype=np.int64))
+    with pytest.raises(DmlmError, match=rf"{ragged_paths(tokens)[1]}: .*{problem}"):
+        Ragged.load(tokens)
+
+
+# --------------------------------------------------------------- 7. training-noise SNRs
+
+@pytest.mark.parametrize(
+    "mutate, key",
+    [
+        (lambda c: c["noise"]["train_noise"]["mix"].update(snrs=[]), "noise.train_noise.mix.snrs"),
+        (lambda c: c["noise"]["train_noise"]["mix"].update(snrs=[10, 0, 10]), "noise.train_noise.mix.snrs"),
+        (lambda c: c["studies"]["modalities"].update(test_snrs=["clean", -10, -10]), "studies.modalities.test_snrs"),
+    ],
+    ids=["noisy-without-snrs", "duplicate-snrs", "duplicate-test-snrs"],
+)
+def test_train_noise_snrs(tiny, mutate, key):
+    mutate(tiny)
+    assert key in refused(tiny)
+
+
+def test_a_clean_recipe_may_have_no_snrs(tiny):
+    tiny["noise"]["train_noise"]["clean"] = {"fraction_noisy": 0, "snrs": []}
+    validate_config(copy.deepcopy(tiny))
