@@ -8,15 +8,19 @@ from pathlib import Path
 
 from dmlm.validation_cache import validate_once
 from dmlm.errors import DmlmError
+from dmlm.owners import claim_outputs
 from dmlm import grid
 from dmlm.report.cli import OUTPUTS as REPORT_OUTPUTS
 
 # Validated by the Snakemake the user started (a cluster job's own Snakemake gets the same config),
 # and only when the config or what its checks read changed: the reference checks read encoder
 # weights (MD5s; a weights file named in the config is loaded: seconds) (dmlm/validation_cache.py).
+# Then its output folders are checked against results/owners.json: a folder another preset made
+# with other settings is refused, naming the key to rename (a dry run checks, a run also records).
 try:
     if workflow.is_main_process:
         validate_once(config, Path(".snakemake") / "dmlm-validated")
+        claim_outputs(config, "results", record=not workflow.dryrun)
 except DmlmError as err:
     raise WorkflowError(str(err)) from None
 
