@@ -16,11 +16,12 @@ from dmlm.report.cli import OUTPUTS as REPORT_OUTPUTS
 # and only when the config or what its checks read changed: the reference checks read encoder
 # weights (MD5s; a weights file named in the config is loaded: seconds) (dmlm/validation_cache.py).
 # Then its output folders are checked against results/owners.json: a folder another preset made
-# with other settings is refused, naming the key to rename (a dry run checks, a run also records).
+# with other settings is refused, naming the key to rename (a run, not a dry run, records them at
+# its start: on_start below).
 try:
     if workflow.is_main_process:
         validate_once(config, Path(".snakemake") / "dmlm-validated")
-        claim_outputs(config, "results", record=not workflow.dryrun)
+        claim_outputs(config, "results", record=False)
 except DmlmError as err:
     raise WorkflowError(str(err)) from None
 
@@ -226,4 +227,11 @@ def check_slurm_status_setup(log=None):
         )
 
 
-workflow.onstart(check_slurm_status_setup)
+def on_start(log=None):
+    """Snakemake keeps one onstart handler: the Slurm checks, then this preset's claim on its outputs."""
+    check_slurm_status_setup(log)
+    if workflow.is_main_process:
+        claim_outputs(config, "results")
+
+
+workflow.onstart(on_start)
