@@ -5,7 +5,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "workflow_config.yaml"
+# A preset given with --configfile is the whole config. Snakemake would merge it key by key into
+# the `configfile:` below (unless --replace-workflow-config), so the default preset is read only when
+# the command line names no config file; --config key=value still applies on top either way.
+if not workflow.overwrite_configfiles:
+
+    configfile: "workflow_config.yaml"
 
 
 include: "rules/common.smk"

@@ -9,17 +9,22 @@ from pathlib import Path
 from dmlm.config import require_config
 from dmlm.validation_cache import validate_once
 from dmlm.errors import DmlmError
+from dmlm.owners import claim_outputs
 from dmlm import grid
 from dmlm.report.cli import OUTPUTS as REPORT_OUTPUTS
 
 # Validated by the Snakemake the user started (a cluster job's own Snakemake gets the same config),
 # and only when the config or what its checks read changed: the reference checks read encoder
 # weights (MD5s; a weights file named in the config is loaded: seconds) (dmlm/validation_cache.py).
+# Then its output folders are checked against results/owners.json: a folder another preset made
+# with other settings is refused, naming the key to rename (a run, not a dry run, records them at
+# its start: on_start below).
 try:
     if workflow.is_main_process:
         # --configfile files (Snakemake has loaded them: a YAML syntax error stops it before this)
         require_config(config, workflow.overwrite_configfiles or workflow.configfiles)
         validate_once(config, Path(".snakemake") / "dmlm-validated")
+        claim_outputs(config, "results", record=False)
 except DmlmError as err:
     raise WorkflowError(str(err)) from None
 
@@ -225,4 +230,11 @@ def check_slurm_status_setup(log=None):
         )
 
 
-workflow.onstart(check_slurm_status_setup)
+def on_start(log=None):
+    """Snakemake keeps one onstart handler: the Slurm checks, then this preset's claim on its outputs."""
+    check_slurm_status_setup(log)
+    if workflow.is_main_process:
+        claim_outputs(config, "results")
+
+
+workflow.onstart(on_start)

@@ -7,15 +7,7 @@ def bank_name():
 
 
 def mix_settings(wildcards):
-    """A fixed test SNR is a recipe that noises every utterance at that one SNR."""
-    if wildcards.noisy_cond.startswith("mix-"):
-        recipe = config["noise"]["train_noise"][wildcards.noisy_cond.removeprefix("mix-")]
-    else:
-        recipe = {"fraction_noisy": 1.0, "snrs": [grid.snr_of_cond(wildcards.noisy_cond)]}
-    placement = {"placement": grid.placement_of_cond(config, wildcards.noisy_cond)}
-    if placement["placement"] == "random_segment":
-        placement["segment_fraction"] = config["noise"].get("segment_fraction", 0.5)
-    return as_json({"seed": config["seed"], **placement, **recipe})
+    return as_json(grid.mix_settings(config, wildcards.noisy_cond))
 
 
 rule noise_bank:

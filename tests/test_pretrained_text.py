@@ -183,7 +183,7 @@ def dry_run(config: dict, tmp_path: Path) -> str:
 def test_dry_run_plans_the_backbones_text_tokenizer(pretrained, tmp_path):
     config = yaml.safe_load((ROOT / "presets" / "tiny.yaml").read_text())
     config["backbones"]["opt-pre"] = {**config["backbones"]["opt-tiny"], "pretrained": str(pretrained["folder"])}
-    config["studies"]["modalities"]["backbone"] = ["opt-tiny", "opt-pre"]
+    config["studies"]["tiny"]["backbone"] = ["opt-tiny", "opt-pre"]
     out = dry_run(config, tmp_path)
     dataset = config["corpus"]["dataset"]
     for textenc in ("local", "opt-pre"):

@@ -90,7 +90,7 @@ def test_every_report_figure_loads_with_a_caption(tiny_run, tmp_path):
     for name, fig in figures.items():
         assert fig["naturalWidth"] > 0 and fig["naturalHeight"] > 0, (name, fig)
         assert fig["captionShown"] and len(fig["caption"]) > 100, (name, fig)
-        assert "modalities" in fig["caption"]  # the study's name, rendered into the caption
+        assert "tiny" in fig["caption"]  # the tiny preset's study's name, rendered into the caption
     assert {Path(p).name for p in seen["results"]} >= {"summary.md", "wer.csv", "rb.csv", "perceptual.csv"}
 
 

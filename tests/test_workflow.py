@@ -100,11 +100,11 @@ def test_rerun_after_finish_runs_nothing(tiny_run):
 
 def test_changing_one_test_snr_reruns_only_what_depends_on_it(tiny_run, tmp_path):
     config = yaml.safe_load((tiny_run / "presets" / "tiny.yaml").read_text())
-    config["studies"]["modalities"]["test_snrs"] = ["clean", -5]
+    config["studies"]["tiny"]["test_snrs"] = ["clean", -5]
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(config))
     rules = planned_rules(snakemake(tiny_run, "-n", "--configfile", str(changed)))
-    modalities = config["studies"]["modalities"]["modalities"]
+    modalities = config["studies"]["tiny"]["modalities"]
     extra = sum(len(m.split("+")) - 1 for m in modalities)  # one permuted evaluation per extra modality
     assert rules == {"mix": 1, "encode_audio": 1, "evaluate": len(modalities), "evaluate_permuted": extra, "report": 1}
 
@@ -124,8 +124,8 @@ def test_report_settings_rerun_only_what_reads_them(tiny_run, tmp_path):
     """The derangement seed reruns the permuted evaluations (and the report), not the plain ones;
     the bootstrap settings rerun only the report."""
     config = yaml.safe_load((tiny_run / "presets" / "tiny.yaml").read_text())
-    n_permuted = sum(len(m.split("+")) - 1 for m in config["studies"]["modalities"]["modalities"]) * \
-        len(config["studies"]["modalities"]["test_snrs"])
+    n_permuted = sum(len(m.split("+")) - 1 for m in config["studies"]["tiny"]["modalities"]) * \
+        len(config["studies"]["tiny"]["test_snrs"])
     seeded = {**config, "evaluation": {**config["evaluation"], "permutation_seed": 3}}
     (tmp_path / "seed.yaml").write_text(yaml.safe_dump(seeded))
     assert planned_rules(snakemake(tiny_run, "-n", "--configfile", str(tmp_path / "seed.yaml"))) == {

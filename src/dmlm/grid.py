@@ -94,6 +94,19 @@ def recipe_placement(config: dict, recipe: str) -> str:
     return config["noise"]["train_noise"][recipe].get("placement", config["noise"]["placement"])
 
 
+def mix_settings(config: dict, cond: str) -> dict:
+    """What mixing a noisy condition reads (the mix rule's settings); a fixed test SNR is a recipe
+    that noises every utterance at that one SNR."""
+    if cond.startswith("mix-"):
+        recipe = config["noise"]["train_noise"][cond.removeprefix("mix-")]
+    else:
+        recipe = {"fraction_noisy": 1.0, "snrs": [snr_of_cond(cond)]}
+    placement = {"placement": placement_of_cond(config, cond)}
+    if placement["placement"] == "random_segment":
+        placement["segment_fraction"] = config["noise"].get("segment_fraction", 0.5)
+    return {"seed": config["seed"], **placement, **recipe}
+
+
 def train_cond(config: dict, recipe: str) -> str:
     """Audio condition of a training-noise recipe; a recipe that adds no noise is just clean."""
     spec = config["noise"]["train_noise"][recipe]
