@@ -1,12 +1,13 @@
 # Shared helpers: config validation, the grid, paths, and the code fingerprint of each stage.
 import functools
-import hashlib
 import re
 import sys
 import json
 from pathlib import Path
 
 from dmlm.config import require_config
+from dmlm.checksums import weights_files
+from dmlm.codeversion import fingerprint
 from dmlm.validation_cache import validate_once
 from dmlm.errors import DmlmError
 from dmlm.owners import claim_outputs
@@ -32,6 +33,7 @@ DATASET = config["corpus"]["dataset"]
 EVALS = grid.evals_table(config)
 RUNS = grid.runs_table(config)
 PACKAGE = Path(workflow.basedir) / "src" / "dmlm"
+CODE_CACHE = Path(".snakemake") / "dmlm-code-imports.json"  # what each module imports (by mtime)
 
 
 wildcard_constraints:
@@ -51,15 +53,18 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True)
 
 
-def code_version(*files):
-    """Fingerprint of the package sources a rule runs (Snakemake does not track imported modules).
+def code_version(stage, handler):
+    """Fingerprint of the package code `dmlm <command>` runs (Snakemake does not track imported
+    modules): the stage's CLI module (`register` and the command's `handler`) and every dmlm module
+    and data file (e.g. model/selective_scan.c) they import, transitively (dmlm/codeversion.py)."""
+    return fingerprint(f"dmlm.{stage}.cli:register,{handler}", root=PACKAGE, cache=CODE_CACHE)
 
-    Lists files relative to src/dmlm; storage.py (the file formats) is part of every stage."""
-    digest = hashlib.sha256()
-    for name in sorted({"storage.py", *files}):
-        digest.update(name.encode())
-        digest.update((PACKAGE / name).read_bytes())
-    return digest.hexdigest()[:16]
+
+@functools.cache
+def weights_inputs(path):
+    """The files of a weights path named in the config (a file, or every file of a folder), as
+    inputs of the rules that read them: replacing one reruns those jobs and what follows."""
+    return [str(p) for p in weights_files(path)] if path else []
 
 
 def dmlm_cmd(command):

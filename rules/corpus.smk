@@ -19,13 +19,7 @@ rule corpus:
                 **{k: config["corpus"][k] for k in ("image", "speech", "lips")},
             }
         ),
-        code=code_version(
-            "corpus/equations.py",
-            "corpus/image.py",
-            "corpus/speech.py",
-            "corpus/lips.py",
-            "corpus/build.py",
-        ),
+        code=code_version("corpus", "_corpus"),
     log:
         "results/logs/corpus/{dataset}/{split}.log",
     benchmark:
@@ -47,7 +41,7 @@ rule ocr:
         "results/corpus/{dataset}/{split}/ocr.tsv",
     params:
         settings=as_json(config["corpus"]["ocr"]),
-        code=code_version("corpus/ocr.py"),
+        code=code_version("corpus", "_ocr"),
     log:
         "results/logs/ocr/{dataset}/{split}.log",
     benchmark:

@@ -3,13 +3,6 @@
 
 from dmlm.report.settings import permutation_seed
 
-EVAL_CODE = [
-    *TRAIN_CODE,
-    "model/decode.py",
-    "evaluation/wer.py",
-    "evaluation/permute.py",
-    "evaluation/cli.py",
-]
 # the plain evaluation does not read the permutation seed: changing it reruns only permuted ones
 EVAL_SETTINGS = {k: v for k, v in config["evaluation"].items() if k != "permutation_seed"}
 
@@ -29,6 +22,7 @@ def eval_inputs(wildcards):
 rule evaluate:
     input:
         checkpoint="results/runs/{run}/checkpoint.pt",
+        checksum="results/runs/{run}/checkpoint.pt.sha256",
         tokens=eval_inputs,
         tokenizer=lambda wildcards: run_text_tokenizer(wildcards.run),
         manifest=f"results/corpus/{DATASET}/test/manifest.tsv",
@@ -39,7 +33,7 @@ rule evaluate:
         settings=as_json(EVAL_SETTINGS),
         streams=eval_stream_args,
         permute="",
-        code=code_version(*EVAL_CODE),
+        code=code_version("evaluation", "run"),
     log:
         "results/logs/evaluate/{run}/{cond}.log",
     benchmark:
@@ -63,7 +57,7 @@ use rule evaluate as evaluate_permuted with:
         settings=as_json({**EVAL_SETTINGS, "permutation_seed": permutation_seed(config)}),
         streams=eval_stream_args,
         permute="--permute {permuted}",
-        code=code_version(*EVAL_CODE),
+        code=code_version("evaluation", "run"),
     log:
         "results/logs/evaluate_permuted/{run}/{cond}/{permuted}.log",
     benchmark:

@@ -16,7 +16,7 @@ rule noise_bank:
         table="results/noise/{bank}/noise.tsv",
     params:
         settings=as_json({"seed": config["seed"], **config["noise"]["bank"]}),
-        code=code_version("noise/bank.py", "noise/midi.py", "corpus/speech.py"),
+        code=code_version("noise", "_noise_bank"),
     log:
         "results/logs/noise_bank/{bank}.log",
     benchmark:
@@ -39,7 +39,7 @@ rule mix:
         snr="results/audio/{dataset}/{noisy_cond}/{split}.snr.tsv",
     params:
         settings=mix_settings,
-        code=code_version("noise/mix.py"),
+        code=code_version("noise", "_mix"),
     log:
         "results/logs/mix/{dataset}/{noisy_cond}/{split}.log",
     benchmark:

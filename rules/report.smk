@@ -11,17 +11,6 @@ localrules:
     report,
 
 
-REPORT_CODE = [
-    "report/settings.py",
-    "report/collect.py",
-    "report/metrics.py",
-    "report/tables.py",
-    "report/analyses.py",
-    "report/summary.py",
-    "report/plots.py",
-    "report/cli.py",
-    "evaluation/wer.py",  # per-utterance counts of hyps.tsv files written without them
-]
 CAPTIONS = "captions"  # relative to this file
 
 
@@ -77,7 +66,7 @@ rule report:
         training=figure("training.png", "training"),
     params:
         settings=lambda wildcards: as_json(report_settings(config, wildcards.study)),
-        code=code_version(*REPORT_CODE),
+        code=code_version("report", "run"),
     log:
         "results/logs/report/{study}.log",
     benchmark:

@@ -2,19 +2,6 @@
 # every noise condition) encoded to unit ids; OCR and transcripts through a text tokenizer: the
 # local one (`local`) or a pretrained backbone's own (named after the backbone).
 
-TOKEN_CODE = [
-    "tokens/__init__.py",
-    "tokens/codebook.py",
-    "tokens/audio.py",
-    "tokens/lips.py",
-    "tokens/image.py",
-    "tokens/whisper.py",
-    "tokens/craft.py",
-    "tokens/raster.py",
-    "tokens/cli.py",
-]
-
-
 def media_path(kind, split, cond="clean"):
     """What the CLI reads: a ragged prefix (audio, lips) or an .npy file (images)."""
     if kind == "image":
@@ -29,6 +16,11 @@ def media_files(kind, split, cond="clean"):
     if kind == "image":  # the raster oracle also reads the manifest beside the images
         return [path, f"{corpus_dir(split)}/manifest.tsv"]
     return ragged_files(path)
+
+
+def encoder_weights(kind, encoder):
+    """The weights a neural tokenizer reads (CRAFT, Whisper), where the config names them."""
+    return weights_inputs(config["tokens"][kind][encoder].get("weights"))
 
 
 def codebook_media(wildcards):
@@ -69,6 +61,7 @@ def visual_media_files(wildcards):
 rule fit_codebook:
     input:
         codebook_media_files,
+        weights=lambda wildcards: encoder_weights(wildcards.kind, wildcards.encoder),
     output:
         "results/codebooks/{dataset}/{kind}/{encoder}.npz",
     wildcard_constraints:
@@ -76,7 +69,7 @@ rule fit_codebook:
     params:
         settings=codebook_settings,
         media=codebook_media,
-        code=code_version(*TOKEN_CODE),
+        code=code_version("tokens", "_fit_codebook"),
     log:
         "results/logs/fit_codebook/{dataset}/{kind}/{encoder}.log",
     benchmark:
@@ -94,6 +87,7 @@ rule encode_audio:
     input:
         codebook="results/codebooks/{dataset}/audio/{encoder}.npz",
         media=audio_media_files,
+        weights=lambda wildcards: encoder_weights("audio", wildcards.encoder),
     output:
         ragged("results/tokens/{dataset}/audio/{encoder}/{cond}/{split}"),
         # token start times (s), read by interleaved sequences (dmlm.model.sequence)
@@ -101,7 +95,7 @@ rule encode_audio:
     params:
         settings=as_json({}),
         media=audio_media,
-        code=code_version(*TOKEN_CODE),
+        code=code_version("tokens", "_encode"),
     log:
         "results/logs/encode/{dataset}/audio/{encoder}/{cond}/{split}.log",
     benchmark:
@@ -120,6 +114,7 @@ rule encode_visual:
     input:
         codebook="results/codebooks/{dataset}/{modality}/{encoder}.npz",
         media=visual_media_files,
+        weights=lambda wildcards: encoder_weights(wildcards.modality, wildcards.encoder),
     output:
         ragged("results/tokens/{dataset}/{modality}/{encoder}/{split}"),
     wildcard_constraints:
@@ -127,7 +122,7 @@ rule encode_visual:
     params:
         settings=as_json({}),
         media=visual_media,
-        code=code_version(*TOKEN_CODE),
+        code=code_version("tokens", "_encode"),
     log:
         "results/logs/encode/{dataset}/{modality}/{encoder}/{split}.log",
     benchmark:
@@ -179,7 +174,7 @@ rule text_tokenizer:
     params:
         settings=text_tokenizer_settings,
         args=text_tokenizer_args,
-        code=code_version("tokens/text.py"),
+        code=code_version("tokens", "_text_tokenizer"),
     log:
         "results/logs/text_tokenizer/{dataset}/{textenc}.log",
     priority: PRIORITY_PREPARE
@@ -203,7 +198,7 @@ rule encode_text:
         ragged("results/tokens/{dataset}/{field}/{textenc}/{split}"),
     params:
         settings=as_json({}),
-        code=code_version("tokens/text.py"),
+        code=code_version("tokens", "_encode_text"),
     log:
         "results/logs/encode_text/{dataset}/{field}/{textenc}/{split}.log",
     priority: PRIORITY_PREPARE

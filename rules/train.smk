@@ -1,21 +1,6 @@
 # Training: one DMLM per run. Resumable state lives in results/runs/{run}/state/, which is not a
 # declared output, so Snakemake does not delete it before a retry.
 
-TRAIN_CODE = [
-    "model/vocab.py",
-    "model/batches.py",
-    "model/sequence.py",
-    "model/backbone.py",
-    "model/checkpoint.py",
-    "model/device.py",
-    "model/mamba_scan.py",
-    "model/objective.py",
-    "model/trainconfig.py",
-    "model/train.py",
-    "model/cli.py",
-]
-
-
 def train_streams(wildcards):
     cond = run_train_cond(wildcards.run)
     return {split: run_streams(wildcards.run, split, cond) for split in ("train", "val")}
@@ -37,6 +22,12 @@ def train_codebook_args(wildcards):
     return " ".join(f"--codebook {m}={path}" for m, path in run_codebooks(wildcards.run).items())
 
 
+def train_weights(wildcards):
+    """A pretrained backbone's folder: its weights are what training starts from."""
+    backbone = config["backbones"][grid.parse_run_name(wildcards.run)["backbone"]]
+    return weights_inputs(backbone.get("pretrained"))
+
+
 def train_inputs(wildcards):
     prefixes = [p for streams in train_streams(wildcards).values() for p in streams.values()]
     return [f for prefix in prefixes for f in ragged_files(prefix)]
@@ -47,14 +38,16 @@ rule train:
         tokens=train_inputs,
         codebooks=train_codebooks,
         tokenizer=lambda wildcards: run_text_tokenizer(wildcards.run),
+        weights=train_weights,
     output:
         checkpoint="results/runs/{run}/checkpoint.pt",
+        checksum="results/runs/{run}/checkpoint.pt.sha256",  # checked before every load
         log="results/runs/{run}/train_log.tsv",
     params:
         settings=train_settings,
         streams=train_stream_args,
         codebooks=train_codebook_args,
-        code=code_version(*TRAIN_CODE),
+        code=code_version("model", "_train"),
     log:
         "results/logs/train/{run}.log",
     benchmark:

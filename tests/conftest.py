@@ -66,3 +66,21 @@ def tiny_run(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("tiny"))
     snakemake(workdir, "-c", "2")
     return workdir
+
+
+@pytest.fixture(scope="session", autouse=True)
+def weights_records(tmp_path_factory):
+    """Weights checksums recorded at first use (dmlm.checksums) go to a test folder, never to the
+    repository's results/; Snakemake runs started by the tests inherit it."""
+    import os
+
+    from dmlm.checksums import RECORDS_ENV
+
+    folder = tmp_path_factory.mktemp("weights-sha256")
+    old = os.environ.get(RECORDS_ENV)
+    os.environ[RECORDS_ENV] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop(RECORDS_ENV, None)
+    else:
+        os.environ[RECORDS_ENV] = old

@@ -83,6 +83,9 @@ def _load_pretrained(model_class, what: str, settings: dict, vocab_size: int, na
         raise DmlmError(
             f"backbones.{name}.pretrained: {path} holds a {model_type!r} model, not one of family {family!r}"
         )
+    from dmlm.checksums import check_external
+
+    check_external(path, f"backbones.{name}.pretrained")  # changed weights would load silently
     try:
         model = model_class.from_pretrained(str(path), local_files_only=True, **kw)
     except Exception as err:  # malformed config or weights, or another family's folder

@@ -5,6 +5,7 @@ Contents (a plain dict, loadable with ``torch.load(weights_only=True)``): ``form
 (``VocabLayout.to_dict()``), ``settings`` (the run's settings) and ``training`` (which evaluation
 the weights come from, e.g. ``{best_step, metric, value, last_step}``; empty when not given). The model is rebuilt from the
 config with the family's transformers classes; no pretrained folder is needed at load time.
+``checkpoint.pt.sha256`` beside it holds its SHA-256, checked before every load (``dmlm.checksums``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from dmlm.errors import DmlmError
 from dmlm.model.backbone import get_family
 from dmlm.model.vocab import VocabLayout
-from dmlm.storage import atomic_path
+from dmlm.checksums import checksummed_path, verify
 
 FORMAT = "dmlm-checkpoint-1"
 
@@ -33,7 +34,7 @@ def save(path, model, layout: VocabLayout, settings: dict, training: dict | None
         "settings": json.loads(json.dumps(settings)),
         "training": json.loads(json.dumps(training or {})),
     }
-    with atomic_path(path) as tmp:
+    with checksummed_path(path) as tmp:
         torch.save(blob, tmp)
 
 
@@ -44,6 +45,7 @@ def load(path, device: str = "cpu"):
     path = Path(path)
     if not path.exists():
         raise DmlmError(f"checkpoint missing: {path}")
+    verify(path)  # a flipped byte in a tensor would load without complaint
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:

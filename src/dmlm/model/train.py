@@ -23,7 +23,8 @@ Files in ``out_dir``:
   A rerun with the same settings and data resumes from it, bit-exactly on the CPU: the batch order
   is a pure function of (seed, step), the schedule of the step, and all RNG states are restored.
   A state from other settings or data is ignored (a note goes to stderr). It is deleted once
-  ``checkpoint.pt`` is written.
+  ``checkpoint.pt`` is written. Its sidecar ``last.pt.sha256`` is checked before resuming: a state
+  whose bytes changed stops training with an error; one without a sidecar is ignored.
 - ``checkpoint.pt``: the best model (``checkpoint.save``; its ``training`` entry names the step).
 """
 
@@ -58,7 +59,8 @@ from dmlm.model.objective import evaluate, make_optimizer, token_losses, train_s
 from dmlm.model.sequence import SequenceSettings, arranged, check_lengths, loss_variant, sequence_length
 from dmlm.model.trainconfig import TrainConfig
 from dmlm.model.vocab import VocabLayout
-from dmlm.storage import Ragged, atomic_path, write_table
+from dmlm.checksums import ChecksumMissing, checksummed_path, sidecar, verify
+from dmlm.storage import Ragged, write_table
 
 __all__ = [
     "TrainConfig",
@@ -125,7 +127,7 @@ def _save_state(path: Path, **state) -> None:
     state["rng"] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
-    with atomic_path(path) as tmp:
+    with checksummed_path(path) as tmp:
         torch.save(state, tmp)
 
 
@@ -133,6 +135,11 @@ def _load_state(path: Path, fingerprint: str):
     import torch
 
     if not path.exists():
+        return None
+    try:
+        verify(path)  # a changed byte is an error: resuming from it would give wrong weights silently
+    except ChecksumMissing as err:  # an interrupted write, or an older version's state
+        print(f"dmlm train: ignoring state: {err}", file=sys.stderr)
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
@@ -348,4 +355,5 @@ def train_run(
     summary = {"best_step": best["step"], "metric": cfg.early_stop_metric, "value": best["metric"], "last_step": step}
     checkpoint.save(out / "checkpoint.pt", model, layout, settings, training=summary)
     state_path.unlink(missing_ok=True)
+    sidecar(state_path).unlink(missing_ok=True)
     return rows[-1]

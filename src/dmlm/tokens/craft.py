@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dmlm.checksums import check_external
 from dmlm.errors import DmlmError
 from dmlm.tokens.codebook import Codebook, positive_int, progress, require, sample_indices
 from dmlm.tokens.image import load_images, patch_size
@@ -140,6 +141,7 @@ class CraftFeatures:
         self.batch = positive_int(settings, "batch_size", "image") if "batch_size" in settings else DEFAULT_BATCH
         self.patch = positive_int(settings, "patch", "image")
         self.path = weights_path(settings)
+        check_external(self.path, "tokens.image.weights")  # changed weights would load silently
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if self.device.type == "cuda":
             torch.backends.cudnn.deterministic = True

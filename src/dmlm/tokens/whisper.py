@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dmlm.checksums import check_external
 from dmlm.errors import DmlmError
 from dmlm.tokens.codebook import (
     stack_frames,
@@ -168,6 +169,7 @@ class WhisperEncoder:
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
         self.device = device
         self.batch = GPU_BATCH if device == "cuda" else CPU_BATCH
+        check_external(self.weights, WEIGHTS_KEY)  # changed weights would load silently
         threads = _threads() if threads is None else int(threads)
         try:
             self.model = ctranslate2.models.Whisper(
