@@ -73,7 +73,7 @@ def test_weights_named_in_the_config_are_inputs_of_the_jobs_that_read_them(tmp_p
     config["backbones"]["opt-tiny"]["pretrained"] = str(folder)
     config["tokens"]["image"]["patches"] = {"encoder": "craft_kmeans", "n_units": 8, "fit_images": 8, "patch": 25,
                                             "weights": str(craft)}
-    config["studies"]["modalities"]["modalities"] = ["A", "A+I"]
+    config["studies"]["tiny"]["modalities"] = ["A", "A+I"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     work = tmp_path / "work"
     work.mkdir()

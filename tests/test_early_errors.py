@@ -115,14 +115,14 @@ def test_a_good_pretrained_folder_passes(tiny, tmp_path):
     ids=["image-fit-images", "image-train-split", "lips-fit-frames"],
 )
 def test_n_units_above_the_fitting_rows_is_refused(tiny, mutate, key, bound):
-    tiny["studies"]["modalities"]["modalities"] = ["A", "A+L", "A+I"]
+    tiny["studies"]["tiny"]["modalities"] = ["A", "A+L", "A+I"]
     mutate(tiny)
     message = refused(tiny)
     assert key in message and f"at most {bound} " in message
 
 
 def test_n_units_equal_to_the_fitting_rows_passes(tiny):
-    tiny["studies"]["modalities"]["modalities"] = ["A", "A+L", "A+I"]
+    tiny["studies"]["tiny"]["modalities"] = ["A", "A+L", "A+I"]
     tiny["tokens"]["image"]["patches"].update(fit_images=1, patch=100, n_units=8)
     tiny["tokens"]["lips"]["pixels"].update(fit_frames=10, n_units=10)
     validate_config(tiny)
@@ -138,7 +138,7 @@ def test_a_one_utterance_test_split_is_refused_when_a_modality_is_permuted(tiny)
 
 def test_a_one_utterance_test_split_passes_without_perceptual_scores(tiny):
     tiny["corpus"]["splits"]["test"] = 1
-    tiny["studies"]["modalities"]["modalities"] = ["A"]
+    tiny["studies"]["tiny"]["modalities"] = ["A"]
     validate_config(tiny)
 
 
@@ -221,7 +221,7 @@ def test_offsets_that_do_not_fit_the_data_are_named(tokens, offsets, problem):
     [
         (lambda c: c["noise"]["train_noise"]["mix"].update(snrs=[]), "noise.train_noise.mix.snrs"),
         (lambda c: c["noise"]["train_noise"]["mix"].update(snrs=[10, 0, 10]), "noise.train_noise.mix.snrs"),
-        (lambda c: c["studies"]["modalities"].update(test_snrs=["clean", -10, -10]), "studies.modalities.test_snrs"),
+        (lambda c: c["studies"]["tiny"].update(test_snrs=["clean", -10, -10]), "studies.tiny.test_snrs"),
     ],
     ids=["noisy-without-snrs", "duplicate-snrs", "duplicate-test-snrs"],
 )

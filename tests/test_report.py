@@ -325,7 +325,7 @@ def test_report_settings_from_the_config():
     from dmlm.report.settings import report_settings
 
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "presets" / "tiny.yaml").read_text())
-    settings = report_settings(config, "modalities")
+    settings = report_settings(config, "tiny")
     assert settings["report"] == {"bootstrap_resamples": 1000, "confidence": 0.95, "bootstrap_seed": 0}
     assert settings["families"] == {"opt-tiny": "opt"} and len(settings["evals"]) == 4
     assert "study" not in settings["evals"][0] and {"backbone", "loss_weights", "snr"} <= set(settings["evals"][0])

@@ -17,7 +17,7 @@ def test_validates_once_per_inputs_and_never_stamps_a_bad_config(tmp_path):
     assert validate_once(config, stamps) is False  # same inputs: the stamp stands
     config["training"]["max_steps"] = 31
     assert validate_once(config, stamps) is True  # another config: checked again
-    config["studies"]["modalities"]["backbone"] = ["missing"]
+    config["studies"]["tiny"]["backbone"] = ["missing"]
     for _ in range(2):  # a failing config raises at every start
         with pytest.raises(DmlmError, match="'missing' is not defined under backbones"):
             validate_once(config, stamps)
