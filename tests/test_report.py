@@ -334,7 +334,7 @@ def test_report_settings_from_the_config():
         validate_config(config)
     config["report"] = {"confidence": 0.9, "bootstrap_resamples": 200}
     validate_config(config)
-    assert report_settings(config, "modalities")["report"]["confidence"] == 0.9
+    assert report_settings(config, "tiny")["report"]["confidence"] == 0.9
     with pytest.raises(DmlmError, match="no study 'nope'"):
         report_settings(config, "nope")
 
