@@ -11,6 +11,7 @@ TOKEN_CODE = [
     "tokens/whisper.py",
     "tokens/craft.py",
     "tokens/raster.py",
+    "tokens/visemes.py",
     "tokens/cli.py",
 ]
 
@@ -28,6 +29,8 @@ def media_files(kind, split, cond="clean"):
     path = media_path(kind, split, cond)
     if kind == "image":  # the raster oracle also reads the manifest beside the images
         return [path, f"{corpus_dir(split)}/manifest.tsv"]
+    if kind == "lips":  # and the viseme oracle the manifest's phoneme timing beside the video
+        return [*ragged_files(path), f"{corpus_dir(split)}/manifest.tsv"]
     return ragged_files(path)
 
 
