@@ -15,6 +15,8 @@ def media_files(kind, split, cond="clean"):
     path = media_path(kind, split, cond)
     if kind == "image":  # the raster oracle also reads the manifest beside the images
         return [path, f"{corpus_dir(split)}/manifest.tsv"]
+    if kind == "lips":  # and the viseme oracle the manifest's phoneme timing beside the video
+        return [*ragged_files(path), f"{corpus_dir(split)}/manifest.tsv"]
     return ragged_files(path)
 
 

@@ -8,8 +8,8 @@ reads the audio, lip and image tokens the workflow prepared, and trains its own 
 that `tokens.text` can change too. Token files that are missing (the validation split's audio at
 the test SNRs is not part of a workflow run) are made first by Snakemake with the same config.
 Only the values a run reads may change: `training.*`, `backbones.*`, `loss_weights.*`,
-`tokens.text.*`, `noise.train_noise.*` (a training-noise recipe) and `studies.*` (the first study's
-axes) (`--set KEY=YAML`, repeatable), and the block order (`--order`). With `--set`, the changed
+`tokens.*` (the first tokenizer of a modality is the one used), `noise.train_noise.*` (a
+training-noise recipe) and `studies.*` (the first study's axes) (`--set KEY=YAML`, repeatable), and the block order (`--order`). With `--set`, the changed
 config is written to `<out>/config.yaml` and Snakemake makes missing token files from it.
 
     .venv/bin/python scripts/recipe_experiment.py exp/ao-whole --modalities A+O \\
@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from dmlm import grid  # noqa: E402
 from dmlm.corpus.equations import parse_equation  # noqa: E402
 
-CHANGEABLE = ("training", "backbones", "loss_weights", "tokens.text", "noise.train_noise", "studies")
+CHANGEABLE = ("training", "backbones", "loss_weights", "tokens", "noise.train_noise", "studies")
 
 
 def apply(config: dict, assignment: str) -> None:

@@ -13,8 +13,8 @@ import pytest
 
 from dmlm.corpus.build import build_split
 from dmlm.errors import DmlmError
-from dmlm.storage import Ragged, read_table
-from dmlm.tokens import craft, image, lips, raster
+from dmlm.storage import Ragged, read_table, save_ragged, write_table
+from dmlm.tokens import craft, image, lips, raster, visemes
 from dmlm.tokens.codebook import Codebook
 
 from conftest import SMALL_CORPUS as SETTINGS  # noqa: E402
@@ -219,17 +219,10 @@ def test_raster_needs_the_boxes(corpus, tmp_path):
 # ------------------------------------------------------------------------------------- lips
 def frame_visemes(manifest, frames: Ragged, fps: int = 25) -> np.ndarray:
     """The viseme of every frame (frame centre inside a phoneme event; else silence)."""
-    from dmlm.corpus.lips import phoneme_to_viseme
-
-    out = []
-    for i, cell in enumerate(manifest["phonemes"]):
-        n = int(frames.offsets[i + 1] - frames.offsets[i])
-        t = (np.arange(n) + 0.5) / fps
-        v = np.zeros(n, dtype=np.int64)
-        for start, end, ph in json.loads(cell):
-            v[(t >= start) & (t < end)] = phoneme_to_viseme(ph)
-        out.append(v)
-    return np.concatenate(out)
+    return np.concatenate([
+        visemes.frame_visemes(json.loads(cell), int(frames.offsets[i + 1] - frames.offsets[i]), fps)
+        for i, cell in enumerate(manifest["phonemes"])
+    ])
 
 
 @pytest.mark.parametrize("features,extra", [("pixels", {"downsample": 22}), ("dct", {"dct_size": 8})])
@@ -250,6 +243,42 @@ def test_lip_units_carry_visemes_on_held_out_speakers(corpus, features, extra):
     print(f"lips {features}: viseme purity {score:.3f} vs majority {majority:.3f} ({len(units)} frames)")
     assert score >= majority + 0.1
     assert lips.describe(cb) == {"vocab_size": 32, "frame_rate": 25.0}
+
+
+def test_viseme_oracle_reads_the_renderer_phonemes(tmp_path):
+    """Frame centres at 25 fps: 0.02 0.06 | 0.10 0.14 0.18 | 0.22 s -> p p a a a (silence)."""
+    from dmlm.tokens import describe, encode_media, fit_codebook
+
+    split = tmp_path / "test"
+    split.mkdir()
+    write_table(split / "manifest.tsv", [{"id": "u0", "phonemes": json.dumps([[0.0, 0.1, "p"], [0.1, 0.2, "a"]])}])
+    save_ragged(split / "lips", [np.zeros((6, 88, 88), np.uint8)])
+    settings = {"encoder": "viseme_oracle", "collapse_repeats": False, "seed": 0}
+    cb = visemes.fit(settings, split / "lips")
+    assert [a.tolist() for a in visemes.encode(cb, split / "lips")] == [[1, 1, 10, 10, 10, 0]]
+    stacked = visemes.fit({**settings, "frame_stack": 2}, split / "lips")
+    assert [a.tolist() for a in visemes.encode(stacked, split / "lips")] == [[1, 10, 0]]  # tie 10/0 -> 0
+    # through the registry: collapsed units and their times (first frame / 25 Hz)
+    fit_codebook("lips", {**settings, "collapse_repeats": True}, split / "lips", tmp_path / "cb.npz")
+    ids = encode_media("lips", tmp_path / "cb.npz", split / "lips", tmp_path / "tok")
+    assert [a.tolist() for a in ids] == [[1, 10, 0]]
+    assert np.allclose(Ragged.load(tmp_path / "tok.times")[0], [0.0, 0.08, 0.2])
+    assert describe(tmp_path / "cb.npz")["vocab_size"] == 15 and describe(tmp_path / "cb.npz")["frame_rate"] == 25.0
+    write_table(split / "manifest.tsv", [{"id": "u0", "phonemes": "[[0.0, 0.1]]"}])
+    with pytest.raises(DmlmError, match=r"manifest\.tsv: row 1: expected \[start_s, end_s, phoneme\]"):
+        visemes.fit(settings, split / "lips")
+
+
+def test_viseme_oracle_on_the_corpus(corpus):
+    """One unit per frame of each video, 15 visemes, silence where no phoneme sounds."""
+    test = read_table(corpus / "test" / "manifest.tsv")
+    frames = Ragged.load(corpus / "test" / "lips")
+    cb = visemes.fit({"encoder": "viseme_oracle", "collapse_repeats": False}, corpus / "test" / "lips")
+    units = visemes.encode(cb, corpus / "test" / "lips")
+    assert [len(u) for u in units] == np.diff(frames.offsets).tolist()
+    flat = np.concatenate(units)
+    assert np.array_equal(flat, frame_visemes(test, frames))
+    assert flat.min() >= 0 and flat.max() < 15 and 0 < (flat == 0).mean() < 0.5 and len(np.unique(flat)) >= 8
 
 
 def test_lip_dct_features_and_bad_settings(corpus):

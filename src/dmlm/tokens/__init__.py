@@ -31,7 +31,7 @@ ENCODERS = {
         "logmel_kmeans": "dmlm.tokens.audio",
         "whisper_kmeans": "dmlm.tokens.whisper",
     },
-    "lips": {"pixel_kmeans": "dmlm.tokens.lips"},
+    "lips": {"pixel_kmeans": "dmlm.tokens.lips", "viseme_oracle": "dmlm.tokens.visemes"},
     "image": {"patch_kmeans": "dmlm.tokens.image", "craft_kmeans": "dmlm.tokens.craft", "raster": "dmlm.tokens.raster"},
 }
 
