@@ -100,8 +100,6 @@ def snakemake_targets(configfile: Path, targets: list[Path], cores: int, log: Pa
     if not missing:
         return
     cmd = [str(Path(sys.executable).parent / "snakemake"), "-c", str(cores), "--configfile", str(configfile)]
-    if configfile.resolve() != (ROOT / "workflow_config.yaml").resolve():
-        cmd.append("--replace-workflow-config")
     print(f"making {len(missing)} token files with Snakemake (log: {log})", flush=True)
     with open(log, "a") as f:
         if subprocess.run([*cmd, *missing], stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode:

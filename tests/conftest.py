@@ -32,7 +32,8 @@ TINY = ROOT / "presets" / "tiny.yaml"
 
 def snakemake(workdir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
     """Run the workflow copied into `workdir` with the tiny preset; fail loudly with its output."""
-    cmd = [sys.executable, "-m", "snakemake", "--configfile", str(workdir / "presets" / "tiny.yaml"), "--replace-workflow-config",
+    # as the README writes it: `--configfile presets/tiny.yaml` alone replaces the default preset
+    cmd = [sys.executable, "-m", "snakemake", "--configfile", str(workdir / "presets" / "tiny.yaml"),
            "--directory", str(workdir), "--snakefile", str(workdir / "Snakefile"), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
