@@ -162,32 +162,84 @@ PRIORITY_PREPARE_WIDE, PRIORITY_PREPARE, PRIORITY_TRAIN = 5, 2, 1
 
 # ==================================================================================================
 # Cluster resources and Slurm checks (issue 7: Slurm profile). Kept apart from the grid helpers.
-# Every rule asks `**requests(rule, mem_mb=..., runtime=...)` with its measured values; a preset's
-# `cluster.resources.<rule>` replaces them at cluster scale. Each retry (attempt n) asks for n times
-# the memory and time, so a job Slurm ended with TIMEOUT or OUT_OF_MEMORY gets more the next time.
+# Every rule asks `**requests(rule, mem_mb=..., runtime=...)` with its measured values and
+# `threads: rule_threads(rule, n)`; a preset's `cluster.resources.<rule>` replaces them at cluster
+# scale. Each retry (attempt n) asks for n times the memory and time, so a job Slurm ended with
+# TIMEOUT or OUT_OF_MEMORY gets more the next time.
 # `slurm_extra` carries `--deadline`: a job not started within `cluster.max_queue_minutes` is
 # cancelled by Slurm (state DEADLINE), which ends the run with an error instead of a silent wait.
 # ==================================================================================================
 import subprocess
 
+from snakemake.resources import Resources
+
+from dmlm import cluster as slurm_fit
+
 CLUSTER = config.get("cluster", {})
 MAX_QUEUE_MINUTES = CLUSTER.get("max_queue_minutes", 2880)
 NEURAL_ENCODERS = {"whisper_kmeans", "craft_kmeans"}  # tokenizers that run a network (CUDA if present)
+REQUESTED_MINUTES = {}  # rule -> first attempt's runtime, for the deadline of group jobs
 
 
-def requests(rule, mem_mb, runtime, gpu=0):
-    """Resources of `rule`: attempt-scaled mem_mb and runtime (minutes), GPUs, and the deadline.
+def preset_request(rule, like=None):
+    """The preset's `cluster.resources.<rule>`, each key left out taken from `like` (a rule that
+    does the same work: evaluate_permuted decodes as evaluate does)."""
+    chosen = CLUSTER.get("resources", {})
+    return {**chosen.get(like, {}), **chosen.get(rule, {})}
 
-    `gpu` is a count or "encoder" (1 for a job whose tokenizer is in NEURAL_ENCODERS, else 0)."""
-    chosen = CLUSTER.get("resources", {}).get(rule, {})
+
+def rule_threads(rule, threads, like=None):
+    """Threads of `rule` (Slurm: --cpus-per-task): the preset's `cluster.resources.<rule>.threads`,
+    else the measured default. Also what a local run gives the job."""
+    return preset_request(rule, like).get("threads", threads)
+
+
+def requests(rule, mem_mb, runtime, gpu=0, like=None):
+    """Resources of `rule`: attempt-scaled mem_mb and runtime (minutes), GPUs, one group lane and
+    slurm_extra (the site's, from the profile's default-resources, plus the deadline).
+
+    `gpu` is a count or "encoder" (1 for a job whose tokenizer is in NEURAL_ENCODERS, else 0);
+    `like`: see preset_request.
+    `group_lanes=1`: with the profile's `resources: group_lanes=1` (scope local), the jobs of a
+    group job run one after another, so the group asks for the CPUs and memory of its largest job
+    and the sum of their times; without that constraint (a local run) it means nothing."""
+    chosen = preset_request(rule, like)
     mem, minutes = chosen.get("mem_mb", mem_mb), chosen.get("runtime", runtime)
     gpus = chosen.get("gpu", encoder_gpus if gpu == "encoder" else gpu)
+    REQUESTED_MINUTES[rule] = minutes
     return dict(
         mem_mb=lambda wildcards, attempt: mem * attempt,
         runtime=lambda wildcards, attempt: minutes * attempt,
         gpu=gpus,
-        slurm_extra=lambda wildcards, attempt: f"--deadline=now+{MAX_QUEUE_MINUTES + minutes * attempt}minutes",
+        group_lanes=1,
+        slurm_extra=lambda wildcards, input, attempt, threads: slurm_extra(rule, wildcards, input, attempt, threads),
     )
+
+
+def group_minutes(rule):
+    """Longest time a submission of `rule` may run: its own runtime, or for a grouped rule, the
+    group's jobs one after another (group-components x the longest runtime of the group's rules;
+    an upper bound, so a smaller last bundle may wait up to that much longer than the queue limit).
+    Every job of a group must carry the same slurm_extra: Snakemake refuses to merge others."""
+    groups = {**{r.name: r.group for r in workflow.rules if r.group}, **workflow.group_settings.overwrite_groups}
+    group = groups.get(rule)
+    if group is None:
+        return REQUESTED_MINUTES[rule]
+    members = [r for r, g in groups.items() if g == group and r in REQUESTED_MINUTES]
+    return workflow.group_settings.group_components.get(group, 1) * max(REQUESTED_MINUTES[r] for r in members)
+
+
+# the profile's default-resources, as Snakemake gives them to every rule before its own resources
+SITE_SLURM_EXTRA = Resources.from_mapping(workflow.resource_settings.default_resources or {}).get("slurm_extra")
+
+
+def slurm_extra(rule, wildcards, input, attempt, threads):
+    """The site's slurm_extra (e.g. --qos... under the profile's default-resources: our own value
+    would otherwise replace it) plus --deadline, a queue wait of max_queue_minutes at most."""
+    site = SITE_SLURM_EXTRA.evaluate(wildcards, input=input, attempt=attempt, threads=threads,
+                                     rulename=rule, async_run=workflow.async_run).value or ""
+    deadline = f"--deadline=now+{MAX_QUEUE_MINUTES + group_minutes(rule) * attempt}minutes"
+    return f"{site} {deadline}".strip()
 
 
 def encoder_gpus(wildcards):
@@ -196,7 +248,23 @@ def encoder_gpus(wildcards):
     return int(config["tokens"][kind][wildcards.encoder]["encoder"] in NEURAL_ENCODERS)
 
 
-def check_slurm_status_setup(log=None):
+def slurm_run():
+    plugin = workflow.executor_plugin
+    return plugin is not None and plugin.name == "slurm"
+
+
+def scontrol(*args):
+    """`scontrol <args>`'s output, or an error saying that Slurm is not reachable."""
+    try:
+        shown = subprocess.run(["scontrol", *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise WorkflowError(f"Slurm profile: `scontrol {' '.join(args)}` failed ({err}); is Slurm reachable?")
+    if shown.returncode != 0:
+        raise WorkflowError(f"Slurm profile: `scontrol {' '.join(args)}` failed: {shown.stderr.strip()}")
+    return shown.stdout
+
+
+def check_slurm_status_setup():
     """Refuse to start a Slurm run whose status checks would never see a job end.
 
     The Slurm executor asks `sacct` (default) or `squeue` for job states. Without accounting
@@ -204,17 +272,8 @@ def check_slurm_status_setup(log=None):
     its watch list and Snakemake waits forever without a message. It also switches from `squeue`
     to `sacct` when MinJobAge < 3 x slurm-init-seconds-before-status-checks. Both are checked here,
     from `scontrol show config`, before any job is submitted."""
-    plugin = workflow.executor_plugin
-    if plugin is None or plugin.name != "slurm":
-        return
     settings = workflow.executor_settings
-    try:
-        shown = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise WorkflowError(f"Slurm profile: `scontrol show config` failed ({err}); is Slurm reachable?")
-    if shown.returncode != 0:
-        raise WorkflowError(f"Slurm profile: `scontrol show config` failed: {shown.stderr.strip()}")
-    conf = dict(re.findall(r"^(\w+)\s*=\s*(.*?)\s*$", shown.stdout, re.M))
+    conf = dict(re.findall(r"^(\w+)\s*=\s*(.*?)\s*$", scontrol("show", "config"), re.M))
     accounting = conf.get("AccountingStorageType", "") not in ("", "accounting_storage/none", "(null)")
     min_job_age = int(re.match(r"\d*", conf.get("MinJobAge", "")).group() or 0)
     command = settings.status_command
@@ -235,9 +294,43 @@ def check_slurm_status_setup(log=None):
         )
 
 
+def submission(unit):
+    """What Slurm is asked for by a job or group job, as the executor writes its sbatch call
+    (--cpus-per-task: cpus_per_task, else cpus_per_gpu x GPUs, else threads)."""
+    res = unit.resources
+    gpus = int(res.get("gpu") or 0)
+    cpus = res.get("cpus_per_task") or (res.get("cpus_per_gpu") or 0) * gpus or res.get("_cores") or 1
+    mem_mb = res.get("mem_mb") or (res.get("mem_mb_per_cpu") or 0) * cpus
+    if unit.is_group():
+        rules = ", ".join(sorted({job.rule.name for job in unit.jobs}))
+        what = f"group {unit.groupid} ({len(unit.jobs)} jobs: {rules})"
+    else:
+        what = f"rule {unit.rule.name} ({', '.join(f'{k}={v}' for k, v in unit.wildcards.items())})"
+    return slurm_fit.Request(what, res.get("slurm_partition"), int(cpus), int(mem_mb), gpus)
+
+
+def check_requests_fit_nodes():
+    """Refuse to start a Slurm run with a job or group job that no node can hold: Slurm would keep
+    it PENDING (Reason=PartitionConfig or Resources) until its deadline, without a word."""
+    nodes = slurm_fit.parse_nodes(scontrol("show", "node", "-o"))
+    default = slurm_fit.default_partition(scontrol("show", "partition", "-o"))
+    units = {workflow.dag.get_job_group(job) or job for job in workflow.dag.needrun_jobs() if not job.is_local}
+    problems = sorted({p for p in (slurm_fit.misfit(submission(u), nodes, default) for u in units) if p})
+    if problems:
+        raise WorkflowError(
+            "Slurm profile: no node can run these submissions (they would wait in the queue until their "
+            "--deadline):\n  " + "\n  ".join(problems[:10]) + (f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else "")
+            + "\nA group's jobs run one after another unless the profile's `resources: group_lanes=N` runs N side "
+            "by side (lower it, or group-components); a rule's threads and memory come from the preset's "
+            "cluster.resources.<rule>.threads and .mem_mb (or the profile's set-resources)."
+        )
+
+
 def on_start(log=None):
     """Snakemake keeps one onstart handler: the Slurm checks, then this preset's claim on its outputs."""
-    check_slurm_status_setup(log)
+    if slurm_run():
+        check_slurm_status_setup()
+        check_requests_fit_nodes()
     if workflow.is_main_process:
         claim_outputs(config, "results")
 

@@ -25,7 +25,7 @@ rule corpus:
     benchmark:
         "results/benchmarks/corpus/{dataset}/{split}.tsv"
     priority: PRIORITY_PREPARE_WIDE
-    threads: 2
+    threads: rule_threads("corpus", 2)
     resources:
         **requests("corpus", mem_mb=2500, runtime=30),
     shell:
@@ -47,7 +47,7 @@ rule ocr:
     benchmark:
         "results/benchmarks/ocr/{dataset}/{split}.tsv"
     priority: PRIORITY_PREPARE_WIDE
-    threads: 2
+    threads: rule_threads("ocr", 2)
     resources:
         **requests("ocr", mem_mb=2000, runtime=30),
     shell:

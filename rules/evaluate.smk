@@ -38,7 +38,7 @@ rule evaluate:
         "results/logs/evaluate/{run}/{cond}.log",
     benchmark:
         "results/benchmarks/evaluate/{run}/{cond}.tsv"
-    threads: 1
+    threads: rule_threads("evaluate", 1)
     resources:
         **requests("evaluate", mem_mb=2000, runtime=30),
     shell:
@@ -62,6 +62,8 @@ use rule evaluate as evaluate_permuted with:
         "results/logs/evaluate_permuted/{run}/{cond}/{permuted}.log",
     benchmark:
         "results/benchmarks/evaluate_permuted/{run}/{cond}/{permuted}.tsv"
+    threads: rule_threads("evaluate_permuted", 1, like="evaluate")
     resources:
-        # the same decoding as evaluate: 1.1 GB, 15 s per condition measured on the default preset
-        **requests("evaluate_permuted", mem_mb=2000, runtime=30),
+        # the same decoding as evaluate, and the same request unless the preset gives its own:
+        # 1.1 GB, 15 s per job on the default preset; 0.76 GB, 6-9 s on the tiny one (Slurm test node)
+        **requests("evaluate_permuted", mem_mb=2000, runtime=30, like="evaluate"),

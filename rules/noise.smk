@@ -22,7 +22,7 @@ rule noise_bank:
     benchmark:
         "results/benchmarks/noise_bank/{bank}.tsv"
     priority: PRIORITY_PREPARE
-    threads: 1
+    threads: rule_threads("noise_bank", 1)
     resources:
         **requests("noise_bank", mem_mb=1000, runtime=20),
     shell:
@@ -45,7 +45,7 @@ rule mix:
     benchmark:
         "results/benchmarks/mix/{dataset}/{noisy_cond}/{split}.tsv"
     priority: PRIORITY_PREPARE
-    threads: 1
+    threads: rule_threads("mix", 1)
     resources:
         **requests("mix", mem_mb=3500, runtime=10),
     shell:

@@ -77,7 +77,7 @@ rule fit_codebook:
     benchmark:
         "results/benchmarks/fit_codebook/{dataset}/{kind}/{encoder}.tsv"
     priority: PRIORITY_PREPARE_WIDE
-    threads: 2
+    threads: rule_threads("fit_codebook", 2)
     resources:
         **requests("fit_codebook", mem_mb=2000, runtime=20, gpu="encoder"),
     shell:
@@ -103,7 +103,7 @@ rule encode_audio:
     benchmark:
         "results/benchmarks/encode_audio/{dataset}/{encoder}/{cond}/{split}.tsv"
     priority: PRIORITY_PREPARE
-    threads: 1
+    threads: rule_threads("encode_audio", 1)
     resources:
         **requests("encode_audio", mem_mb=3000, runtime=20, gpu="encoder"),
     shell:
@@ -130,7 +130,7 @@ rule encode_visual:
     benchmark:
         "results/benchmarks/encode_visual/{dataset}/{modality}/{encoder}/{split}.tsv"
     priority: PRIORITY_PREPARE
-    threads: 1
+    threads: rule_threads("encode_visual", 1)
     resources:
         **requests("encode_visual", mem_mb=2000, runtime=20, gpu="encoder"),
     shell:
@@ -180,7 +180,7 @@ rule text_tokenizer:
     log:
         "results/logs/text_tokenizer/{dataset}/{textenc}.log",
     priority: PRIORITY_PREPARE
-    threads: 1
+    threads: rule_threads("text_tokenizer", 1)
     resources:
         **requests("text_tokenizer", mem_mb=500, runtime=5),
     shell:
@@ -204,7 +204,7 @@ rule encode_text:
     log:
         "results/logs/encode_text/{dataset}/{field}/{textenc}/{split}.log",
     priority: PRIORITY_PREPARE
-    threads: 1
+    threads: rule_threads("encode_text", 1)
     resources:
         **requests("encode_text", mem_mb=500, runtime=5),
     shell:

@@ -53,7 +53,7 @@ rule train:
     benchmark:
         "results/benchmarks/train/{run}.tsv"
     priority: PRIORITY_TRAIN
-    threads: 1
+    threads: rule_threads("train", 1)
     resources:
         **requests("train", mem_mb=3000, runtime=60, gpu=1),
     shell:

@@ -26,8 +26,11 @@ LOCAL_RULES = {"all", "report"}
 SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 # Faster than the shipped profile so that the tests take minutes: status checks start after 2 s
 # (MinJobAge=300 stays above 3 x 2 s, so the executor keeps squeue), outputs are awaited 5 s.
+# The profile's own groups (bundles of 4 evaluations) are kept: they must fit the 2-CPU test node.
 TEST_OVERRIDES = ("--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "5",
-                  "--group-components", "evaluate=2", "--slurm-keep-successful-logs")
+                  "--slurm-keep-successful-logs")
+PROFILE_GROUPS = {"evaluate": "evaluate", "evaluate_permuted": "evaluate"}  # rule -> group (slurm/config.yaml)
+GROUP_SIZE = {"evaluate": 4}
 
 
 def _program(name: str) -> str | None:
@@ -59,6 +62,15 @@ class Slurm:
         out = subprocess.run(["squeue", "-h", "--states=all", "-j", str(job_id), "-o", "%T"],
                              capture_output=True, text=True)
         return out.stdout.strip()
+
+    def node_cpus(self) -> int:
+        shown = subprocess.run(["scontrol", "show", "node", "-o", self.node], capture_output=True, text=True).stdout
+        return int(re.search(r"CPUTot=(\d+)", shown).group(1))
+
+    def show_job(self, job_id: int) -> dict[str, str]:
+        """`scontrol show job` (the job as submitted; kept MinJobAge = 300 s after it ends)."""
+        shown = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True).stdout
+        return dict(re.findall(r"([\w/:]+)=(\S*)", shown))
 
     def node_state(self) -> str:
         return subprocess.run(["sinfo", "-h", "-n", self.node, "-o", "%T"], capture_output=True, text=True).stdout.strip()
@@ -98,21 +110,23 @@ def slurm():
         subprocess.run(["bash", str(ROOT / "scripts" / "slurm-down.sh")], capture_output=True)
 
 
-def copy_profile(workdir: Path) -> Path:
-    shutil.copytree(ROOT / "slurm", workdir / "slurm", dirs_exist_ok=True)
+def copy_profile(workdir: Path, name: str = "slurm") -> Path:
+    shutil.copytree(ROOT / "slurm", workdir / name, dirs_exist_ok=True)
     return workdir
 
 
-def profile_command(workdir: Path, *args: str, timeout: int) -> list[str]:
+def profile_command(workdir: Path, *args: str, timeout: int, profile: str = "slurm") -> list[str]:
     """`snakemake --profile slurm` with the tiny preset, in `workdir`, under a hard timeout."""
-    return ["timeout", "-k", "10", str(timeout), sys.executable, "-m", "snakemake", "--profile", "slurm",
-            "--configfile", str(workdir / "presets" / "tiny.yaml"), "--replace-workflow-config",
+    return ["timeout", "-k", "10", str(timeout), sys.executable, "-m", "snakemake", "--profile", profile,
+            "--configfile", str(workdir / "presets" / "tiny.yaml"),
             *TEST_OVERRIDES, *args]
 
 
-def run_profile(workdir: Path, *args: str, timeout: int = 1500) -> tuple[subprocess.CompletedProcess, float]:
+def run_profile(workdir: Path, *args: str, timeout: int = 1500,
+                profile: str = "slurm") -> tuple[subprocess.CompletedProcess, float]:
     start = time.monotonic()
-    proc = subprocess.run(profile_command(workdir, *args, timeout=timeout), cwd=workdir, capture_output=True, text=True)
+    proc = subprocess.run(profile_command(workdir, *args, timeout=timeout, profile=profile), cwd=workdir,
+                          capture_output=True, text=True)
     return proc, time.monotonic() - start
 
 
@@ -126,6 +140,12 @@ def submissions(output: str) -> list[tuple[int, str]]:
     return found
 
 
-def expected_submissions(planned: dict[str, int], group_size: dict[str, int]) -> dict[str, int]:
-    """Slurm jobs a run should submit: one per job, one per bundle of a grouped rule, none for local rules."""
-    return {rule: math.ceil(n / group_size.get(rule, 1)) for rule, n in planned.items() if rule not in LOCAL_RULES}
+def expected_submissions(planned: dict[str, int]) -> dict[str, int]:
+    """Slurm jobs a run should submit: one per job, one per bundle of a group's jobs (the profile's
+    groups), none for local rules."""
+    per_group: dict[str, int] = {}
+    for rule, n in planned.items():
+        if rule not in LOCAL_RULES:
+            group = PROFILE_GROUPS.get(rule, rule)
+            per_group[group] = per_group.get(group, 0) + n
+    return {group: math.ceil(n / GROUP_SIZE.get(group, 1)) for group, n in per_group.items()}

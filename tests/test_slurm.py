@@ -15,6 +15,7 @@ import yaml
 
 from conftest import copy_workflow, planned_rules, snakemake
 from slurm_cluster import (
+    PROFILE_GROUPS,
     copy_profile,
     expected_submissions,
     profile_command,
@@ -30,14 +31,22 @@ def explain(proc) -> str:
     return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"
 
 
+def planned_resources(dry_run_output: str) -> list[tuple[str, str]]:
+    """(rule, resources line) of every job a `snakemake -n` printed."""
+    return re.findall(r"^\s*rule (\w+):\n(?:\s+.*\n)*?\s+resources: (.*)$", dry_run_output, re.M)
+
+
 @pytest.fixture(scope="session")
 def slurm_run(slurm, tmp_path_factory):  # noqa: F811
-    """The tiny preset end to end through the Slurm profile (a few minutes)."""
+    """The tiny preset end to end through the Slurm profile (a few minutes), as the README runs it."""
     workdir = copy_profile(copy_workflow(tmp_path_factory.mktemp("slurm")))
-    planned = planned_rules(snakemake(workdir, "-n"))
+    dry = snakemake(workdir, "-n")
+    planned = planned_rules(dry)
     proc, seconds = run_profile(workdir, timeout=1800)
     assert proc.returncode == 0, explain(proc)
-    return workdir, planned, proc.stdout + proc.stderr, seconds
+    output = proc.stdout + proc.stderr
+    shown = {job_id: slurm.show_job(job_id) for job_id, _ in submissions(output)}  # before MinJobAge ends
+    return workdir, planned, output, seconds, shown, planned_resources(dry.stdout + dry.stderr)
 
 
 def write_config(workdir, name, edit):
@@ -63,13 +72,13 @@ def test_the_cluster_schedules_a_gpu_job(slurm, tmp_path):  # noqa: F811
 
 @pytest.mark.slow
 def test_every_job_runs_as_a_slurm_job_and_training_asks_for_a_gpu(slurm, slurm_run):  # noqa: F811
-    workdir, planned, output, seconds = slurm_run
+    workdir, planned, output, seconds, *_ = slurm_run
     print(f"tiny preset through Slurm: {seconds:.0f} s")
     submitted = submissions(output)
     per_rule = {}
     for _, rule in submitted:
         per_rule[rule] = per_rule.get(rule, 0) + 1
-    assert per_rule == expected_submissions(planned, {"evaluate": 2})
+    assert per_rule == expected_submissions(planned)
     assert "report" in planned and "report" not in per_rule  # aggregation runs beside Snakemake
 
     records = slurm.completed_jobs()
@@ -92,7 +101,26 @@ def test_every_job_runs_as_a_slurm_job_and_training_asks_for_a_gpu(slurm, slurm_
     # the requests come from the rules: training's memory and time limit as declared
     train = [mine[j] for j, rule in submitted if rule == "train"]
     assert all("mem=3000M" in rec["Tres"] and rec["TimeLimit"] == "60" for rec in train)
-    assert (workdir / "results" / "report" / "modalities" / "rb.csv").exists()
+    assert (workdir / "results" / "report" / "tiny" / "rb.csv").exists()
+
+
+@pytest.mark.slow
+def test_evaluation_bundles_fit_one_cpu_and_ask_for_their_jobs_time(slurm, slurm_run):  # noqa: F811
+    """The profile's bundles of 4 evaluations (plain and permuted) run their jobs one after another:
+    one CPU (the test node has 2; 4 side by side waited forever), the largest job's memory and
+    the sum of the jobs' times (Slurm's records)."""
+    _, _, output, _, shown, resources = slurm_run
+    bundles = [job_id for job_id, group in submissions(output) if group == "evaluate"]
+    grouped = [res for rule, res in resources if rule in PROFILE_GROUPS]
+    assert {rule for rule, _ in resources if rule in PROFILE_GROUPS} == set(PROFILE_GROUPS)
+    assert len(bundles) == -(-len(grouped) // 4) and len(grouped) > 4
+    assert all(shown[j]["CPUs/Task"] == "1" and shown[j]["NumCPUs"] == "1" for j in bundles), shown
+    runtime = [int(re.search(r"runtime=(\d+)", res).group(1)) for res in grouped]
+    mems = {int(re.search(r"mem_mb=(\d+)", res).group(1)) for res in grouped}
+    records = slurm.completed_jobs()
+    assert sum(int(records[j]["TimeLimit"]) for j in bundles) == sum(runtime)
+    # one job's memory, not the sum: the jobs do not run side by side
+    assert all(int(re.search(r"mem=(\d+)M", records[j]["Tres"]).group(1)) in mems for j in bundles)
 
 
 @pytest.mark.slow
@@ -160,7 +188,7 @@ def test_cancelled_training_resumes_from_its_checkpoint_and_ends_as_if_uninterru
 
     # the same job uninterrupted, locally
     proc = subprocess.run([sys.executable, "-m", "snakemake", target, "-c", "1", "--configfile", str(changed),
-                           "--replace-workflow-config", "--forcerun", "train"],  # target first: --forcerun takes a list
+                           "--forcerun", "train"],  # target first: --forcerun takes a list
                           cwd=workdir, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, explain(proc)
     assert "resuming" not in (workdir / "results" / "logs" / "train" / f"{RUN}.log").read_text()
@@ -223,6 +251,56 @@ def test_status_checks_that_could_hang_are_refused_before_submitting(slurm, slur
     assert submissions(output) == []
 
 
+@pytest.mark.slow
+def test_a_bundle_no_node_can_hold_stops_the_run_before_submitting(slurm, tmp_path):  # noqa: F811
+    """Evaluations with all the node's CPUs each, two side by side (`group_lanes=2`): Slurm would
+    leave the bundle PENDING (Reason=PartitionConfig) until its deadline; the run stops at once."""
+    workdir = copy_profile(copy_workflow(tmp_path))
+    cpus = slurm.node_cpus()
+    wide = write_config(workdir, "wide", lambda c: c.update(cluster={"resources": {"evaluate": {"threads": cpus}}}))
+    proc, seconds = run_profile(workdir, "--configfile", str(wide), "--resources", "group_lanes=2", timeout=150)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode not in (0, 124, 137) and seconds < 120, explain(proc)
+    assert "no node can run these submissions" in output, explain(proc)
+    assert re.search(rf"group evaluate \(\d jobs: [a-z_, ]+\) asks for CPUs={2 * cpus} \(largest node: {cpus}\)",
+                     output), explain(proc)
+    assert "group_lanes" in output and "cluster.resources.<rule>.threads" in output
+    assert submissions(output) == []
+
+
+@pytest.fixture(scope="session")
+def site_run(slurm, tmp_path_factory):  # noqa: F811
+    """One small job (the noise bank) with a site's sbatch option in the profile's default-resources
+    and the preset's threads for the rule; returns its `scontrol show job` and jobcomp records."""
+    workdir = copy_profile(copy_workflow(tmp_path_factory.mktemp("site")), "site")
+    profile = yaml.safe_load((workdir / "site" / "config.yaml").read_text())
+    profile["default-resources"]["slurm_extra"] = "'--nice=17'"
+    (workdir / "site" / "config.yaml").write_text(yaml.safe_dump(profile))
+    threads = write_config(workdir, "threads", lambda c: c.update(cluster={"resources": {"noise_bank": {"threads": 2}}}))
+    proc, _ = run_profile(workdir, "results/noise/builtin/noise.tsv", "--configfile", str(threads),
+                          profile="site", timeout=400)  # the target first: --configfile takes a list
+    assert proc.returncode == 0, explain(proc)
+    (job_id, rule), = submissions(proc.stdout + proc.stderr)
+    assert rule == "noise_bank"
+    return slurm.show_job(job_id), slurm.completed_jobs()[job_id]
+
+
+@pytest.mark.slow
+def test_the_sites_slurm_extra_reaches_sbatch_beside_the_deadline(site_run):
+    shown, record = site_run
+    assert shown["Nice"] == "17", shown  # the site's option
+    assert shown["Deadline"] not in ("", "N/A"), shown  # and ours
+    assert record["JobState"] == "COMPLETED"
+
+
+@pytest.mark.slow
+def test_a_presets_threads_set_the_jobs_cpus_per_task(slurm, site_run):  # noqa: F811
+    if slurm.node_cpus() < 2:
+        pytest.skip("a node with 2 CPUs is needed")
+    shown, record = site_run
+    assert shown["CPUs/Task"] == "2" and record["ProcCnt"] == "2", (shown, record)
+
+
 def test_cluster_requests_come_from_the_preset_and_carry_the_queue_deadline(tmp_path):
     """`cluster.resources` replaces a rule's measured request; every job carries --deadline."""
     workdir = copy_workflow(tmp_path)
@@ -238,3 +316,23 @@ def test_cluster_requests_come_from_the_preset_and_carry_the_queue_deadline(tmp_
     assert "slurm_extra=--deadline=now+97minutes" in jobs["train"]  # queue wait + the job's own time
     assert "mem_mb=2500" in jobs["corpus"] and "gpu=0" in jobs["corpus"]  # measured default kept
     assert "slurm_extra=--deadline=now+37minutes" in jobs["corpus"]
+
+
+def test_a_presets_evaluate_request_sizes_permuted_evaluations_and_threads_follow_the_preset(tmp_path):
+    """`cluster.resources.evaluate` sizes the permuted evaluations too (the same decoding; the paper
+    preset's 3,640 of them asked for the 2 GB default), and `.threads` sets the threads a job runs
+    with (and, through Snakemake, the --cpus-per-task it asks Slurm for)."""
+    workdir = copy_workflow(tmp_path)
+    request = {"mem_mb": 7000, "runtime": 45, "threads": 2}
+    changed = write_config(workdir, "sized", lambda c: c.update(cluster={"resources": {"evaluate": request}}))
+    proc = snakemake(workdir, "-n", "-p", "--cores", "4", "--configfile", str(changed), "--forceall")
+    out = proc.stdout + proc.stderr
+    planned = planned_resources(out)
+    assert {rule for rule, _ in planned} >= {"evaluate", "evaluate_permuted"}
+    for rule, res in planned:
+        sized = rule in ("evaluate", "evaluate_permuted")
+        assert ("mem_mb=7000" in res and "runtime=45" in res) == sized, (rule, res)
+    commands = re.findall(r"^Shell command: .* -m dmlm (\S+) .*?--threads (\d+)", out, re.M)
+    evaluations = [threads for command, threads in commands if command == "evaluate"]  # plain and permuted
+    assert len(evaluations) == len([r for r, _ in planned if r.startswith("evaluate")]) and set(evaluations) == {"2"}
+    assert ("corpus", "2") in commands and ("mix", "1") in commands  # other rules keep their threads
