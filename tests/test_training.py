@@ -170,6 +170,8 @@ def test_early_stopping_keeps_the_best_weights_across_a_resume(tokenizer_json, d
         ("decay_fraction", 0, r"training\.decay_fraction must be in \(0, 1\]"),
         ("drop_audio", 1.0, r"training\.drop_audio must be in \[0, 1\)"),
         ("drop_audio", -0.1, r"training\.drop_audio must be in \[0, 1\)"),
+        ("drop_audio_until", 0, r"training\.drop_audio_until must be in \(0, 1\]"),
+        ("drop_audio_until", 1.5, r"training\.drop_audio_until must be in \(0, 1\]"),
     ],
 )
 def test_bad_training_keys_fail_before_any_work(tokenizer_json, data, tmp_path, key, value, message):
@@ -198,6 +200,19 @@ def test_modality_dropout_trains_on_audio_free_rows_and_is_ignored_without_anoth
     pd.testing.assert_frame_equal(logs["a"][cols], logs["a-drop"][cols])
     assert logs["ao"]["val_loss"].iloc[0] == logs["ao-drop"]["val_loss"].iloc[0]  # same validation data
     assert not logs["ao"]["train_loss"].iloc[1:].equals(logs["ao-drop"]["train_loss"].iloc[1:])
+
+
+def test_modality_dropout_curriculum_falls_to_zero():
+    """drop_audio_until: the share falls linearly from drop_audio at step 1 to 0 at that fraction
+    of the steps, then stays 0; without it the share is constant."""
+    curriculum = TrainConfig(max_steps=1000, drop_audio=0.5, drop_audio_until=0.5)  # 0 at step 501
+    assert curriculum.drop_audio_at(1) == 0.5
+    assert curriculum.drop_audio_at(126) == pytest.approx(0.375)  # a quarter of the way down
+    assert [curriculum.drop_audio_at(s) for s in (501, 800, 1000)] == [0.0] * 3
+    shares = [curriculum.drop_audio_at(s) for s in range(1, 1001)]
+    assert all(a >= b for a, b in zip(shares, shares[1:]))
+    constant = TrainConfig(max_steps=1001, drop_audio=0.5)
+    assert {constant.drop_audio_at(s) for s in (1, 500, 1001)} == {0.5}
 
 
 def test_learning_rate_schedules():

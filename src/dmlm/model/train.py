@@ -295,7 +295,7 @@ def train_run(
         for k in range(cfg.grad_accum):
             micro_step = (step - 1) * cfg.grad_accum + k + 1
             idx = order.batch(micro_step)
-            dropped = dropped_rows(len(idx), cfg.drop_audio, cfg.seed, micro_step) if drop else None
+            dropped = dropped_rows(len(idx), cfg.drop_audio_at(step), cfg.seed, micro_step) if drop else None
             ids, w, _ = collate(train, idx, dropped)
             micro.append((ids, w))
             tokens += int((ids != layout.pad).sum())

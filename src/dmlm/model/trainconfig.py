@@ -23,6 +23,10 @@ Keys (see workflow_config.yaml for each one's reason):
   from the run seed, so the model must also learn to read the other modalities alone instead of
   settling on the audio. Validation and test sequences keep their audio. A run whose only input
   is audio ignores it.
+- ``drop_audio_until`` (optional, in (0, 1]): a curriculum for ``drop_audio``: the share falls
+  linearly from ``drop_audio`` at step 1 to 0 at this fraction of ``max_steps`` (and stays 0), so
+  early steps push the model to read the other modality and the later ones train on full
+  sequences, as validation and test are. Absent: the share stays ``drop_audio`` throughout.
 - ``device`` (default ``auto``): ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``.
 - ``precision`` (default ``auto``): ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or ``bf16``.
 """
@@ -42,7 +46,7 @@ CHOICES = {
     "schedule": ("cosine", "wsd"),
 }
 #: keys a config may leave out (their defaults are the dataclass's)
-OPTIONAL = ("schedule", "decay_fraction", "grad_accum", "drop_audio", "early_stop_patience", "early_stop_metric", "device", "precision")
+OPTIONAL = ("schedule", "decay_fraction", "grad_accum", "drop_audio", "drop_audio_until", "early_stop_patience", "early_stop_metric", "device", "precision")
 
 
 @dataclass
@@ -60,6 +64,7 @@ class TrainConfig:
     decay_fraction: float = 0.2
     grad_accum: int = 1
     drop_audio: float = 0.0  # 0 turns modality dropout off
+    drop_audio_until: float | None = None  # None: a constant share
     early_stop_patience: int = 0  # 0 turns early stopping off
     early_stop_metric: str = "val_transcript_loss"
     device: str = "auto"
@@ -92,9 +97,18 @@ class TrainConfig:
             raise DmlmError(f"training.min_lr_ratio must be in [0, 1], got {cfg.min_lr_ratio}")
         if not 0.0 <= cfg.drop_audio < 1.0:  # 1 would never train on the audio
             raise DmlmError(f"training.drop_audio must be in [0, 1), got {cfg.drop_audio}")
+        if cfg.drop_audio_until is not None and not 0.0 < cfg.drop_audio_until <= 1.0:
+            raise DmlmError(f"training.drop_audio_until must be in (0, 1], got {cfg.drop_audio_until}")
         if not 0.0 < cfg.decay_fraction <= 1.0:  # 0 would never reach min_lr_ratio * lr
             raise DmlmError(f"training.decay_fraction must be in (0, 1], got {cfg.decay_fraction}")
         return cfg
+
+    def drop_audio_at(self, step: int) -> float:
+        """Modality-dropout share of (1-based) ``step``: constant, or falling linearly to 0 at
+        ``drop_audio_until * max_steps``."""
+        if self.drop_audio_until is None:
+            return self.drop_audio
+        return self.drop_audio * max(0.0, 1.0 - (step - 1) / (self.drop_audio_until * self.max_steps))
 
     def lr_at(self, step: int) -> float:
         """Learning rate of (1-based) ``step``: linear warm-up, then ``schedule`` down to
