@@ -91,6 +91,13 @@ def test_default_and_paper_presets_write_no_path_with_other_content(workdir):
     assert_no_clash(workdir, "workflow_config.yaml", "presets/paper.yaml")
 
 
+@pytest.mark.slow
+def test_default_and_study_presets_write_no_path_with_other_content(workdir):
+    """The CPU study shares the default's noise bank (same settings) and nothing else it writes:
+    its runs and reports have names of their own."""
+    assert_no_clash(workdir, "workflow_config.yaml", "presets/study.yaml")
+
+
 def test_a_preset_is_refused_another_presets_folder(tmp_path):
     """After a run of the default preset, a preset that names the default's bank `builtin` with
     other settings stops at start-up naming the folder and the key; an edit of the default preset
