@@ -565,9 +565,17 @@ def load_musan_bank(folder, out_prefix, settings: dict | None = None) -> list[tu
 
 
 def build_bank(settings: dict, out_prefix) -> list[tuple[str, str, float]]:
-    """Dispatch on settings: ``{"path": folder, ...}`` -> MUSAN; ``{"name": "builtin", ...}``."""
+    """Dispatch on settings: ``{"path": folder, ...}`` -> MUSAN; ``{"name", "seconds_per_source",
+    ...}`` -> the built-in bank, under any name (presets keep banks with other settings apart by
+    name, dmlm.owners)."""
     if not isinstance(settings, dict):
         raise DmlmError(f"settings: 'noise.bank' must be a mapping, got {settings!r}")
+    if settings.get("path"):
+        return load_musan_bank(os.path.expanduser(str(settings["path"])), out_prefix, settings)
+    if "seconds_per_source" in settings:
+        return build_builtin_bank(out_prefix, settings)
+    raise DmlmError(f"settings: 'noise.bank' needs 'path' (a MUSAN folder) or 'seconds_per_source' "
+                    f"(a built-in bank, e.g. name 'builtin'), got {settings!r}")
     if settings.get("path"):
         return load_musan_bank(os.path.expanduser(str(settings["path"])), out_prefix, settings)
     name = settings.get("name")

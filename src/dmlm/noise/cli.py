@@ -10,17 +10,11 @@ SAMPLE_RATE = 16000
 
 
 def _noise_bank(args) -> None:
-    from dmlm.noise.bank import build_bank, build_builtin_bank
+    from dmlm.noise.bank import build_bank
 
     from dmlm.storage import read_table
 
-    # the config's built-in banks may have any name (presets keep banks with other settings apart by
-    # name, dmlm.owners), while build_bank knows the built-in one by the name `builtin`
-    settings = args.settings
-    if settings.get("path") or "seconds_per_source" not in settings:
-        sources = build_bank(settings, args.out_prefix)
-    else:
-        sources = build_builtin_bank(args.out_prefix, settings)
+    sources = build_bank(args.settings, args.out_prefix)
     seconds = sum(s for _, _, s in sources)
     table = read_table(f"{args.out_prefix}.tsv")
     rates = table["orig_sr"].astype(int)
