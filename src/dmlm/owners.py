@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from dmlm import grid
@@ -110,11 +109,9 @@ def read_registry(results: Path) -> dict:
 def claim_outputs(config: dict, results: str | os.PathLike = "results", record: bool = True) -> None:
     """Check this preset's output folders against ``results/owners.json``; with ``record``, claim
     them there (a dry run only checks)."""
+    from dmlm.storage import write_json
+
     results = Path(results)
     updated = check(config, read_registry(results))
     if record:
-        results.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{REGISTRY}.", dir=results)
-        with os.fdopen(fd, "w") as f:
-            json.dump(updated, f, indent=1, sort_keys=True)
-        os.replace(tmp, results / REGISTRY)
+        write_json(results / REGISTRY, updated)  # atomic
