@@ -8,7 +8,6 @@ pretrained folder's config.json), never the data or weights themselves; the vali
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from dmlm.errors import DmlmError
@@ -88,30 +87,17 @@ def check_codebook_sizes(config: dict, used: set[tuple[str, str]]) -> list[str]:
 def check_pretrained(name: str, backbone: dict) -> list[str]:
     """A pretrained folder: config.json parses, holds the backbone's family and loads with
     transformers' config class; tokenizer.json and a weights file are there (weights not loaded)."""
-    from dmlm.model.backbone import FAMILIES
+    from dmlm.model.backbone import FAMILIES, pretrained_config
 
     key = f"config key backbones.{name}.pretrained"
-    path = Path(backbone["pretrained"])
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        return [f"{key}: {path} is not a model folder (expected a config.json and weights saved by "
-                "save_pretrained)"]
     try:
-        settings = json.loads(config_path.read_text())
-    except json.JSONDecodeError as err:
-        return [f"{key}: {config_path} line {err.lineno} column {err.colno}: not valid JSON ({err.msg})"]
-    except (OSError, UnicodeDecodeError) as err:
-        return [f"{key}: cannot read {config_path}: {err}"]
-    if not isinstance(settings, dict):
-        return [f"{key}: {config_path} holds a JSON {type(settings).__name__}, not a model config (a mapping)"]
-    family = FAMILIES[backbone["family"]]
-    if settings.get("model_type") != family.model_type:
-        # transformers would load the weights it recognises and initialise the rest at random
-        return [f"{key}: {config_path} holds a {settings.get('model_type')!r} model, not one of family "
-                f"{backbone['family']!r}"]
+        path, _ = pretrained_config(backbone, name)  # the checks the training job makes before loading
+    except DmlmError as err:
+        return [f"config key {err}"]
+    config_path = path / "config.json"
     problems = []
     try:
-        family.config_class().from_pretrained(str(path), local_files_only=True)
+        FAMILIES[backbone["family"]].config_class().from_pretrained(str(path), local_files_only=True)
     except Exception as err:  # transformers raises many types for a config it cannot use
         problems.append(f"{key}: transformers cannot load {config_path}: {err}")
     if not (path / "tokenizer.json").is_file():

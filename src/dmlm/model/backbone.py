@@ -64,25 +64,36 @@ def _need(settings: dict, key: str, name: str, kind=int, positive=True):
 def _pretrained_folder(settings: dict, name: str) -> Path:
     path = Path(settings["pretrained"])
     if not (path.is_dir() and (path / "config.json").exists()):
-        raise DmlmError(f"backbones.{name}.pretrained: {path} is not a folder with a config.json")
+        raise DmlmError(f"backbones.{name}.pretrained: {path} is not a model folder (expected a config.json "
+                        "and weights saved by save_pretrained)")
     return path
+
+
+def pretrained_config(settings: dict, name: str) -> tuple[Path, dict]:
+    """(folder, config.json) of a pretrained backbone whose config parses as a mapping of the
+    backbone's family; DmlmError naming the key and file (for bad JSON its line) otherwise."""
+    import json
+
+    path = _pretrained_folder(settings, name)
+    config_path, key = path / "config.json", f"backbones.{name}.pretrained"
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as err:
+        raise DmlmError(f"{key}: {config_path} line {err.lineno} column {err.colno}: not valid JSON ({err.msg})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DmlmError(f"{key}: cannot read {config_path}: {err}") from None
+    if not isinstance(config, dict):
+        raise DmlmError(f"{key}: {config_path} holds a JSON {type(config).__name__}, not a model config (a mapping)")
+    family = settings.get("family")
+    if config.get("model_type") != get_family(family, name).model_type:
+        # transformers would load the weights it recognises and initialise the rest at random
+        raise DmlmError(f"{key}: {config_path} holds a {config.get('model_type')!r} model, not one of family {family!r}")
+    return path, config
 
 
 def _load_pretrained(model_class, what: str, settings: dict, vocab_size: int, name: str, specials: dict, **kw):
     """A ``save_pretrained`` folder's model, its token embeddings resized to ``vocab_size``."""
-    import json
-
-    path = _pretrained_folder(settings, name)
-    family = settings.get("family")
-    try:
-        model_type = json.loads((path / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError, AttributeError) as err:
-        raise DmlmError(f"backbones.{name}.pretrained: cannot read {path / 'config.json'}: {err}") from err
-    if model_type != FAMILIES[family].model_type:
-        # transformers would load the weights it recognises and initialise the rest at random
-        raise DmlmError(
-            f"backbones.{name}.pretrained: {path} holds a {model_type!r} model, not one of family {family!r}"
-        )
+    path, _ = pretrained_config(settings, name)
     from dmlm.checksums import check_external
 
     check_external(path, f"backbones.{name}.pretrained")  # changed weights would load silently
