@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from dmlm import grid  # noqa: E402
 from dmlm.corpus.equations import parse_equation  # noqa: E402
+from dmlm.report.metrics import perceptual_score  # noqa: E402
 
 CHANGEABLE = ("training", "backbones", "loss_weights", "tokens", "noise.train_noise", "studies")
 
@@ -177,7 +178,10 @@ def main() -> None:
     for split in ("train", "val"):
         train_args += [a for name, p in streams(split, train_cond).items() for a in ("--stream", f"{split}:{name}={p}")]
     train_args += [a for m, p in codebooks.items() for a in ("--codebook", f"{m}={p}")]
-    minutes = run(train_args, log) / 60 if not (out / "run" / "checkpoint.pt").exists() else None
+    if (out / "run" / "checkpoint.pt").exists():  # trained before: keep the minutes it took then
+        minutes = json.loads((out / "result.json").read_text())["train_minutes"] if (out / "result.json").exists() else None
+    else:
+        minutes = run(train_args, log) / 60
 
     curve = pd.read_csv(out / "run" / "train_log.tsv", sep="\t")
     best = curve["val_transcript_loss"].idxmin()
@@ -187,25 +191,27 @@ def main() -> None:
     manifest_path = corpus / "val" / "manifest.tsv"
     halves = half_of_each_word(pd.read_csv(manifest_path, sep="\t", keep_default_na=False, dtype=str))
     evaluation = {k: v for k, v in config["evaluation"].items() if k != "permutation_seed"}
+
+    def evaluated_wer(folder: Path, cond: str, permute: str | None = None) -> float:
+        """Validation WER (%) at `cond`, with `permute` deranged across the items (evaluated once)."""
+        if not (folder / "wer.json").exists():
+            extra = ["--permute", permute] if permute else []
+            run(["evaluate", "--settings", json.dumps(config["evaluation"] if permute else evaluation),
+                 "--checkpoint", str(out / "run" / "checkpoint.pt"), "--tokenizer", str(tokenizer),
+                 "--manifest", str(manifest_path), "--out-dir", str(folder), *extra,
+                 *[a for name, p in streams("val", cond).items() for a in ("--stream", f"{name}={p}")]], log)
+        return 100 * json.loads((folder / "wer.json").read_text())["wer"]
+
     for cond in conds:
         folder = out / "eval-val" / cond
-        if not (folder / "wer.json").exists():
-            run(["evaluate", "--settings", json.dumps(evaluation), "--checkpoint", str(out / "run" / "checkpoint.pt"),
-                 "--tokenizer", str(tokenizer), "--manifest", str(manifest_path), "--out-dir", str(folder),
-                 *[a for name, p in streams("val", cond).items() for a in ("--stream", f"{name}={p}")]], log)
-        result["wer"][cond] = round(100 * json.loads((folder / "wer.json").read_text())["wer"], 1)
+        wer = evaluated_wer(folder, cond)
+        result["wer"][cond] = round(wer, 1)
         hyps = pd.read_csv(folder / "hyps.tsv", sep="\t", keep_default_na=False, dtype=str)
         result["first_second_half_error"][cond] = half_error_rates(hyps, halves)
         # perceptual score on validation: how much worse with the extra modality deranged across items
         for extra in (m for m in settings["modalities"] if m != "audio"):
-            permuted = folder / f"perm-{extra}"
-            if not (permuted / "wer.json").exists():
-                run(["evaluate", "--settings", json.dumps(config["evaluation"]), "--checkpoint",
-                     str(out / "run" / "checkpoint.pt"), "--tokenizer", str(tokenizer), "--manifest", str(manifest_path),
-                     "--out-dir", str(permuted), "--permute", extra,
-                     *[a for name, p in streams("val", cond).items() for a in ("--stream", f"{name}={p}")]], log)
-            wer_permuted = 100 * json.loads((permuted / "wer.json").read_text())["wer"]
-            result.setdefault("perceptual", {}).setdefault(extra, {})[cond] = round(wer_permuted - result["wer"][cond], 1)
+            raw, _ = perceptual_score(result["wer"][cond], evaluated_wer(folder / f"perm-{extra}", cond, permute=extra))
+            result.setdefault("perceptual", {}).setdefault(extra, {})[cond] = round(raw, 1)
     (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))
 

@@ -17,7 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from dmlm.report.metrics import relative_benefit  # noqa: E402
 
 COPY_POINTS = 5.0
 
@@ -44,7 +48,7 @@ def row(folder: Path, result: dict, reference: dict | None) -> list[str]:
     perceptual = result.get("perceptual", {})
     cells.append(", ".join(f"{m} {' / '.join(f'{v:+.1f}' for v in by_cond.values())}" for m, by_cond in perceptual.items()) or "-")
     if reference:
-        cells.append(" / ".join(f"{100 * (reference['wer'][c] - result['wer'][c]) / reference['wer'][c]:.0f}"
+        cells.append(" / ".join(f"{100 * relative_benefit(reference['wer'][c], result['wer'][c]):.0f}"
                                 for c in conds if reference["wer"].get(c)))
     flag = copies(result)
     cells.append("-" if flag is None else ("yes" if flag else "**no**"))
