@@ -5,6 +5,7 @@ import copy
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,6 +163,47 @@ def test_check_config_names_file_and_line(tmp_path, capsys):
     out = capsys.readouterr()
     assert f"{TINY}: valid (2 runs)" in out.out
     assert f"{bad}: invalid YAML at line 3" in out.err
+
+
+def snakemake_cli(tmp_path, *args):
+    """The `snakemake` command of this environment, as a user types it (the plugin that names
+    config-file errors is installed with the project: src/snakemake_logger_plugin_dmlm)."""
+    exe = Path(sys.executable).with_name("snakemake")
+    return subprocess.run([str(exe), *args, "--directory", str(tmp_path), "--snakefile", str(ROOT / "Snakefile")],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name: x\nseed: [1\n", "{f}: invalid YAML at line 3, column 1"),
+    ("name: x\ncorpus:\n  splits: {train: 4\n  dataset: 3eq\n", "{f}: invalid YAML at line 4, column 10"),
+    ("", "{f} is empty"),
+    ("# only a comment\n", "{f} is empty"),
+    ("- A\n- A+O\n", "{f}: expected a mapping of config keys at the top level, got a list"),
+], ids=["unclosed-list", "unclosed-mapping", "empty", "comment-only", "a-list"])
+def test_snakemake_names_the_config_file_and_line(tmp_path, text, message):
+    """Snakemake itself says only "Config file is not valid JSON or YAML" (snakemake#2439)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    proc = snakemake_cli(tmp_path, "-n", "-c", "1", "--configfile", str(bad))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "Config file " + message.format(f=bad) in out, out
+
+
+def test_a_valid_config_file_reads_as_before(tmp_path):
+    proc = snakemake_cli(tmp_path, "-n", "-c", "1", "--configfile", str(TINY))
+    assert proc.returncode == 0, proc.stderr
+    assert "Job stats:" in proc.stdout + proc.stderr
+
+
+def test_dmlm_logger_writes_json_lines(tmp_path):
+    events = tmp_path / "events.jsonl"
+    proc = snakemake_cli(tmp_path, "-n", "-c", "1", "--configfile", str(TINY),
+                         "--logger", "dmlm", "--logger-dmlm-path", str(events))
+    assert proc.returncode == 0, proc.stderr
+    entries = [json.loads(line) for line in events.read_text().splitlines()]
+    assert {"time", "level", "event", "message"} <= set(entries[0])
+    assert {e.get("rule_name") for e in entries} >= {"corpus", "train", "report"}
 
 
 @pytest.mark.parametrize("text", ["", "# only a comment\n"], ids=["empty", "comment-only"])
