@@ -59,6 +59,7 @@ rule report:
         rb=table("rb.csv", "rb_csv"),
         perceptual=table("perceptual.csv", "perceptual_csv"),
         speed=table("speed.csv", "speed_csv"),
+        contrasts=table("contrasts.csv", "contrasts_csv"),
         summary=table("summary.md", "summary"),
         rb_plot=figure("rb.png", "rb"),
         heatmap=figure("wer_heatmap.png", "wer_heatmap"),

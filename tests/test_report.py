@@ -377,3 +377,42 @@ def test_an_audio_only_study_says_what_it_cannot_compute(tmp_path):
     assert "Sequence noise is not computed: the study has no multimodal run." in summary
     assert len(read_table(tmp_path / "report" / "rb.csv")) == 0
     assert (tmp_path / "report" / "perceptual.png").stat().st_size > 5_000
+
+
+def test_contrasts_pair_each_value_with_the_axis_reference():
+    """contrasts.csv: audio-last against audio-first for A+O, seed by seed on shared resamples;
+    audio only (the same runs under both orders) is not contrasted with itself; an encoders axis
+    takes its reference per modality set."""
+    from dmlm.report.collect import Utterances
+    from dmlm.report.contrasts import contrast_table
+
+    rows, utts = [], {}
+    cases = [("A", "audio_first", "mfcc", {0: 0.5, 1: 0.5}), ("A", "audio_last", "mfcc", {0: 0.5, 1: 0.5}),
+             ("A+O", "audio_first", "mfcc", {0: 0.25, 1: 0.25}), ("A+O", "audio_last", "mfcc", {0: 0.375, 1: 0.5}),
+             ("A+I", "audio_first", "mfcc+patches", {0: 0.5, 1: 0.5}), ("A+I", "audio_first", "mfcc+craft", {0: 0.25, 1: 0.5})]
+    for modalities, order, encoders, by_seed in cases:
+        for seed, wer in by_seed.items():
+            run = f"{modalities}.{encoders}.{order if modalities != 'A' else 'any'}.s{seed}"
+            rows.append(dict(run=run, modalities=modalities, encoders=encoders, order=order, audio_encoder="mfcc",
+                             image_encoder=encoders.split("+")[1] if "+" in encoders else "", train_noise="mix",
+                             backbone="b", loss_weights="w", seed=seed, snr=0, cond="snr0", wer=wer))
+            utts[(run, "snr0")] = Utterances(ids=np.array(list("abcdefgh")), errors=np.full(8, wer * 8),
+                                             ref_words=np.full(8, 8.0))
+    frame = pd.DataFrame(rows)
+    axes = ["modalities", "encoders", "order", "audio_encoder", "image_encoder", "train_noise", "backbone",
+            "loss_weights", "seed", "snr"]
+    boot = Bootstrap({"bootstrap_resamples": 200, "confidence": 0.95, "bootstrap_seed": 0})
+    rb = rb_table(frame, utts, axes, boot)
+    table = contrast_table(frame, rb, utts, axes, boot).set_index(["axis", "modalities", "metric"])
+    assert ("order", "A", "wer") not in table.index  # the same runs: nothing to contrast
+    order_wer = table.loc[("order", "A+O", "wer")]
+    assert (order_wer["reference"], order_wer["value"]) == ("audio_first", "audio_last")
+    assert order_wer["difference"] == pytest.approx(((0.375 - 0.25) + (0.5 - 0.25)) / 2)
+    # every utterance errs alike: the only spread is over the 2 seeds (0.125 and 0.25 points)
+    assert 0.125 - 1e-9 <= order_wer["ci_low"] < order_wer["ci_high"] <= 0.25 + 1e-9
+    order_rb = table.loc[("order", "A+O", "rb")]
+    assert order_rb["reference_mean"] == pytest.approx(0.5) and order_rb["value_mean"] == pytest.approx((0.25 + 0) / 2)
+    assert order_rb["difference"] == pytest.approx(-0.375) and order_rb["ci_high"] < 0
+    craft = table.loc[("encoders", "A+I", "rb")]
+    assert (craft["reference"], craft["value"], craft["seeds"]) == ("mfcc+patches", "mfcc+craft", 2)
+    assert craft["difference"] == pytest.approx(0.25)  # RB 0.5 vs 0 at seed 0, 0 vs 0 at seed 1

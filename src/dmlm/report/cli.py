@@ -1,4 +1,5 @@
-"""`dmlm report`: a study's wer.csv, rb.csv, perceptual.csv, speed.csv, summary.md and figures.
+"""`dmlm report`: a study's wer.csv, rb.csv, perceptual.csv, speed.csv, contrasts.csv, summary.md
+and figures.
 
 Made from whatever evaluations exist: files that are missing (a failed or unfinished run) are
 listed in summary.md and on stderr, not silently left out.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-OUTPUTS = ["wer.csv", "rb.csv", "perceptual.csv", "speed.csv", "summary.md",
+OUTPUTS = ["wer.csv", "rb.csv", "perceptual.csv", "speed.csv", "contrasts.csv", "summary.md",
            "rb.png", "wer_heatmap.png", "perceptual.png", "training.png"]
 
 
@@ -31,6 +32,7 @@ def build_report(settings: dict, runs_dir, out_dir) -> list:
     from pathlib import Path
 
     from dmlm.report.collect import collect
+    from dmlm.report.contrasts import contrast_table
     from dmlm.report.plots import plot_all
     from dmlm.report.settings import REPORT_DEFAULTS
     from dmlm.report.summary import markdown
@@ -55,7 +57,8 @@ def build_report(settings: dict, runs_dir, out_dir) -> list:
     tables["perceptual"] = perceptual_table(found.wer, found.permuted, found.utterances, found.permuted_utterances,
                                             axes, boot)
     tables["speed"] = speed_table(found.wer, axes)
-    for name in ("wer", "rb", "perceptual", "speed"):
+    tables["contrasts"] = contrast_table(tables["wer"], tables["rb"], found.utterances, axes, boot)
+    for name in ("wer", "rb", "perceptual", "speed", "contrasts"):
         write_table(out_dir / f"{name}.csv", tables[name])
     text = markdown(settings["study"], tables, axes, settings.get("families", {}), found.curves, found.missing,
                     options["confidence"])

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from dmlm.report import analyses
-from dmlm.report.tables import cells, label_axes, pivot
+from dmlm.report.tables import cells, label_axes, pivot, snr_order
 
 RB_FORMULA = ("RB = (WER_A - WER_{A+M}) / WER_A against the audio-only run with the same backbone, training "
               "noise, loss weights and seed at the same test SNR; positive = the extra modalities help; undefined "
@@ -39,6 +39,21 @@ def speed_markdown(speed: pd.DataFrame) -> str:
         tokens_per_s=("tokens_per_s", "mean"), input_tokens_per_s=("input_tokens_per_s", "mean"),
         device=("device", "first"), threads=("threads", "first"))
     return table.round(1).to_markdown()
+
+
+def contrasts_markdown(contrasts: pd.DataFrame) -> str:
+    """Rows "axis: value - reference, modalities, metric", columns test SNR, cells "difference
+    [low, high]" in points."""
+    if not len(contrasts):
+        return ("(this study varies no axis besides the modality set, or the cells to compare are the "
+                "same runs)")
+    frame = contrasts.assign(row=contrasts["axis"] + ": " + contrasts["value"].astype(str) + " - "
+                             + contrasts["reference"].astype(str) + ", " + contrasts["modalities"] + ", "
+                             + contrasts["metric"].str.upper())
+    frame["text"] = [analyses.ci_text(*v).replace("%", "") for v in
+                     frame[["difference", "ci_low", "ci_high"]].to_numpy(float)]
+    table = frame.pivot_table(index="row", columns="snr", values="text", aggfunc="first", sort=False)
+    return table[[c for c in snr_order(frame["snr"]) if c in table.columns]].to_markdown()
 
 
 def markdown(study: str, tables: dict, axes: list[str], families: dict, curves: pd.DataFrame, missing: list,
@@ -78,6 +93,11 @@ def markdown(study: str, tables: dict, axes: list[str], families: dict, curves: 
     lines += ["## Perceptual score", "", PERCEPTUAL_FORMULA + " Raw score in WER points:", "",
               ci_pivot(perceptual, "score", axes, extra=("permuted",)).to_markdown() if len(perceptual)
               else "(no permuted evaluations)", "",
+              "## Paired contrasts", "",
+              "Each value of an axis against the axis's first value (same modality set and test SNR), in "
+              "points: WER(value) - WER(reference) (negative: fewer errors) and RB(value) - RB(reference) "
+              f"(positive: more benefit from the extra modalities), with {level} paired bootstrap intervals:",
+              "", contrasts_markdown(tables.get("contrasts", pd.DataFrame())), "",
               "## Decoding speed", "", "Greedy decoding of the test split, mean over test SNRs:", "",
               speed_markdown(speed), ""]
     snrs = list(wer["snr"].unique())

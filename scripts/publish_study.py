@@ -1,0 +1,117 @@
+"""Copy a study's reports into docs/results/<preset>/ with the exact config, the code version and
+the compute it took, so that docs/results.md cites committed files.
+
+    .venv/bin/python scripts/publish_study.py --configfile presets/study.yaml [--workdir .] [--out docs/results]
+
+Per study of the preset: results/report/<study>/ (wer.csv, rb.csv, perceptual.csv, speed.csv, contrasts.csv,
+summary.md, figures) -> <out>/<preset>/<study>/. A study whose report is not there yet is listed
+as missing (publishing a partly finished study is allowed; run it again later). Beside them:
+config.yaml (the config file, byte for byte), provenance.json (commit of the workdir, machine,
+package versions, studies published) and compute.csv (per rule: jobs, job-hours, largest resident
+set, from the workflow's own benchmark records; run a study in a folder of its own for its total)
+with the wall-clock hours of every Snakemake invocation that ran jobs (.snakemake/log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from rule_resources import measured  # noqa: E402  (bench/rule_resources.py: benchmark records per job)
+
+from dmlm.config import load_config  # noqa: E402
+
+REPORT_FILES = ("wer.csv", "rb.csv", "perceptual.csv", "speed.csv", "contrasts.csv", "summary.md")
+STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
+
+
+def invocation_hours(workdir: Path) -> list[float]:
+    """Wall-clock hours of each Snakemake invocation in the workdir that ran a job (first to last
+    timestamp of its log); dry runs and invocations with nothing to do have fewer than 2 stamps."""
+    hours = []
+    for log in sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log")):
+        stamps = [datetime.strptime(" ".join(m.group(1).split()), "%a %b %d %H:%M:%S %Y")
+                  for line in log.read_text(errors="replace").splitlines() if (m := STAMP.match(line.strip()))]
+        if len(stamps) >= 2:
+            hours.append((stamps[-1] - stamps[0]).total_seconds() / 3600)
+    return hours
+
+
+def provenance(workdir: Path, configfile: Path, published: list[str], missing: list[str]) -> dict:
+    def git(*args):
+        return subprocess.run(["git", "-C", str(workdir), *args], capture_output=True, text=True).stdout.strip()
+
+    import snakemake
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    commit = git("rev-parse", "HEAD") or None  # None: the workdir is not a git checkout
+    return {
+        "config": str(configfile), "commit": commit,
+        "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None,
+        "published": datetime.now().isoformat(timespec="seconds"),
+        "machine": {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+                    "torch": torch.__version__, "snakemake": snakemake.__version__},
+        "studies": published, "studies_missing": missing,
+    }
+
+
+def publish(configfile: Path, workdir: Path, out: Path) -> Path:
+    config = load_config(configfile)  # validated: a typo in the preset is named here, not later
+    dest = out / config["name"]
+    staging = Path(tempfile.mkdtemp(prefix=f".{config['name']}-", dir=out))
+    published, missing = [], []
+    for study in config["studies"]:
+        report = workdir / "results" / "report" / study
+        if not all((report / name).is_file() for name in REPORT_FILES):
+            missing.append(study)
+            continue
+        (staging / study).mkdir()
+        for path in [*(report / name for name in REPORT_FILES), *sorted(report.glob("*.png"))]:
+            shutil.copy2(path, staging / study / path.name)
+        published.append(study)
+    shutil.copyfile(configfile, staging / "config.yaml")
+    info = provenance(workdir, configfile, published, missing)
+    jobs = measured(workdir / "results")
+    per_rule = jobs.groupby("rule").agg(jobs=("job", "count"), job_hours=("s", "sum"), max_rss_mb=("max_rss_mb", "max"))
+    per_rule["job_hours"] = (per_rule["job_hours"] / 3600).round(3)
+    per_rule.to_csv(staging / "compute.csv")
+    hours = invocation_hours(workdir)
+    info["compute"] = {"job_hours": round(float(per_rule["job_hours"].sum()), 2),
+                       "wall_hours": round(sum(hours), 2), "invocations": len(hours)}
+    (staging / "provenance.json").write_text(json.dumps(info, indent=1) + "\n")
+    if dest.exists():  # replace the previous copy only once the new one is complete
+        shutil.rmtree(dest)
+    staging.rename(dest)
+    return dest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configfile", required=True, type=Path)
+    parser.add_argument("--workdir", default=Path("."), type=Path, help="the folder the study ran in")
+    parser.add_argument("--out", default=ROOT / "docs" / "results", type=Path)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    dest = publish(args.configfile, args.workdir, args.out)
+    info = json.loads((dest / "provenance.json").read_text())
+    print(f"{dest}: {', '.join(info['studies']) or 'no study'} published; missing: {', '.join(info['studies_missing']) or 'none'}; "
+          f"{info['compute']['job_hours']} job-hours, {info['compute']['wall_hours']} h wall over "
+          f"{info['compute']['invocations']} invocations")
+
+
+if __name__ == "__main__":
+    main()
