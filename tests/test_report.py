@@ -416,3 +416,7 @@ def test_contrasts_pair_each_value_with_the_axis_reference():
     craft = table.loc[("encoders", "A+I", "rb")]
     assert (craft["reference"], craft["value"], craft["seeds"]) == ("mfcc+patches", "mfcc+craft", 2)
     assert craft["difference"] == pytest.approx(0.25)  # RB 0.5 vs 0 at seed 0, 0 vs 0 at seed 1
+    # a study without audio-only runs (e.g. loss weights compared by WER alone): no RB contrast
+    multi = frame[frame["modalities"] != "A"]
+    no_twins = contrast_table(multi, rb_table(multi, utts, axes, boot), utts, axes, boot)
+    assert set(no_twins["metric"]) == {"wer"} and len(no_twins) == 2  # order (A+O) and encoders (A+I)

@@ -76,9 +76,9 @@ def _contrast(axis, reference, value, row, ref, other, twins, utterances, boot) 
     out = [{**base, "metric": "wer", "reference_mean": point_ref.mean(), "value_mean": point_val.mean(),
             "difference": (point_val - point_ref).mean(),
             **dict(zip(("ci_low", "ci_high"), interval(seed_mean(wer_val - wer_ref, draws), boot.confidence)))}]
-    twin_keys = [[(twins.get((r, c)), c) for r, c in zip(side["run"], side["cond"])] for side in (ref, other)]
+    twin_keys = [[(twins.get((r, c)) or None, c) for r, c in zip(side["run"], side["cond"])] for side in (ref, other)]
     if row["modalities"] == AUDIO_ONLY or any(k[0] is None for keys in twin_keys for k in keys):
-        return out
+        return out  # RB needs both sides' audio-only twins (rb.csv leaves a missing twin's run empty)
     audio_ref, _ = _errors(twin_keys[0], utterances)
     audio_val, _ = _errors(twin_keys[1], utterances)
     rb_ref = relative_benefit(_corpus_wer(audio_ref, ref_words), point_ref)
