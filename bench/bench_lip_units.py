@@ -34,11 +34,10 @@ CONFIGS = {  # name -> pixel_kmeans settings beside n_units, fit_frames and seed
 
 
 def viseme_labels(split: Path, stack: int) -> np.ndarray:
-    """The viseme of each (stacked) frame of the split, in encoding order."""
-    events, offsets = visemes.read_events(split / "lips")
-    return np.concatenate([visemes.stacked_mode(visemes.frame_visemes(row, int(offsets[i + 1] - offsets[i]),
-                                                                      visemes.DEFAULT_FPS), stack)
-                           for i, row in enumerate(events)])
+    """The viseme of each (stacked) frame of the split, in encoding order: the viseme oracle's
+    tokens with repeats kept."""
+    settings = {"encoder": "viseme_oracle", "frame_stack": stack, "collapse_repeats": False}
+    return np.concatenate(visemes.encode(visemes.fit(settings, split / "lips"), split / "lips"))
 
 
 def purity(units: np.ndarray, labels: np.ndarray) -> float:

@@ -6,10 +6,11 @@ the compute it took, so that docs/results.md cites committed files.
 Per study of the preset: results/report/<study>/ (wer.csv, rb.csv, perceptual.csv, speed.csv, contrasts.csv,
 summary.md, figures) -> <out>/<preset>/<study>/. A study whose report is not there yet is listed
 as missing (publishing a partly finished study is allowed; run it again later). Beside them:
-config.yaml (the config file, byte for byte), provenance.json (commit of the workdir, machine,
-package versions, studies published) and compute.csv (per rule: jobs, job-hours, largest resident
-set, from the workflow's own benchmark records; run a study in a folder of its own for its total)
-with the wall-clock hours of every Snakemake invocation that ran jobs (.snakemake/log).
+config.yaml (the config file, byte for byte), provenance.json (the workdir's commit when
+published, machine, package versions, studies published) and compute.csv (per rule: jobs,
+job-hours, largest resident set, from the workflow's own benchmark records) with the wall-clock
+hours of every Snakemake invocation that ran jobs (.snakemake/log). Both count everything the
+workdir ran: run a study in a folder (a git worktree) of its own for its own total.
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ def provenance(workdir: Path, configfile: Path, published: list[str], missing: l
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
     commit = git("rev-parse", "HEAD") or None  # None: the workdir is not a git checkout
-    return {
-        "config": str(configfile), "commit": commit,
+    return {  # the checkout as published: pin it while the study runs (code changes rerun jobs)
+        "config": str(configfile), "commit_at_publish": commit,
         "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None,
         "published": datetime.now().isoformat(timespec="seconds"),
         "machine": {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
@@ -73,6 +74,19 @@ def publish(configfile: Path, workdir: Path, out: Path) -> Path:
     config = load_config(configfile)  # validated: a typo in the preset is named here, not later
     dest = out / config["name"]
     staging = Path(tempfile.mkdtemp(prefix=f".{config['name']}-", dir=out))
+    try:
+        _fill(staging, config, configfile, workdir)
+    except BaseException:  # nothing half-written is left beside the published copies
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    staging.chmod(0o755)  # mkdtemp's 0700 would survive the rename
+    if dest.exists():  # replace the previous copy only once the new one is complete
+        shutil.rmtree(dest)
+    staging.rename(dest)
+    return dest
+
+
+def _fill(staging: Path, config: dict, configfile: Path, workdir: Path) -> None:
     published, missing = [], []
     for study in config["studies"]:
         report = workdir / "results" / "report" / study
@@ -93,10 +107,6 @@ def publish(configfile: Path, workdir: Path, out: Path) -> Path:
     info["compute"] = {"job_hours": round(float(per_rule["job_hours"].sum()), 2),
                        "wall_hours": round(sum(hours), 2), "invocations": len(hours)}
     (staging / "provenance.json").write_text(json.dumps(info, indent=1) + "\n")
-    if dest.exists():  # replace the previous copy only once the new one is complete
-        shutil.rmtree(dest)
-    staging.rename(dest)
-    return dest
 
 
 def main() -> None:

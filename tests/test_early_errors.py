@@ -190,17 +190,48 @@ def test_snakemake_names_the_config_file_and_line(tmp_path, text, message):
     assert "Config file " + message.format(f=bad) in out, out
 
 
-def test_a_valid_config_file_reads_as_before(tmp_path):
+def test_the_plugin_is_loaded_and_reads_valid_files_as_snakemake_does(tmp_path):
+    """Snakemake discovers the installed plugin; through its wrapper a valid YAML or JSON config
+    comes back exactly as Snakemake reads it, and file objects and schemas pass straight through."""
+    import io
+
+    from snakemake.common import configfile
+    from snakemake_interface_common.exceptions import WorkflowError
+
+    import snakemake_logger_plugin_dmlm  # noqa: F401  (what Snakemake's plugin registry imports)
+
+    assert "--logger-dmlm-path" in snakemake_cli(tmp_path, "--help").stdout
+    assert configfile._load_configfile._dmlm_wrapped
+    assert configfile.load_configfile(str(TINY)) == yaml.safe_load(TINY.read_text())
+    as_json = tmp_path / "tiny.json"
+    as_json.write_text(json.dumps(yaml.safe_load(TINY.read_text())))
+    assert configfile.load_configfile(str(as_json)) == yaml.safe_load(TINY.read_text())
+    assert configfile._load_configfile(io.StringIO("a: 1\n")) == {"a": 1}
+    bad_schema = tmp_path / "schema.yaml"
+    bad_schema.write_text("type: [object\n")
+    with pytest.raises(WorkflowError, match="^Schema file is not valid JSON or YAML"):
+        configfile._load_configfile(str(bad_schema), filetype="Schema")
+
+
+def test_a_valid_config_file_plans_as_before(tmp_path):
     proc = snakemake_cli(tmp_path, "-n", "-c", "1", "--configfile", str(TINY))
     assert proc.returncode == 0, proc.stderr
     assert "Job stats:" in proc.stdout + proc.stderr
 
 
 def test_dmlm_logger_writes_json_lines(tmp_path):
-    events = tmp_path / "events.jsonl"
-    proc = snakemake_cli(tmp_path, "-n", "-c", "1", "--configfile", str(TINY),
-                         "--logger", "dmlm", "--logger-dmlm-path", str(events))
+    """A relative --logger-dmlm-path is where the command was typed (Snakemake makes the handler
+    before it enters --directory): one file, every event in it."""
+    launch = tmp_path / "launch"
+    launch.mkdir()
+    exe = Path(sys.executable).with_name("snakemake")
+    proc = subprocess.run([str(exe), "-n", "-c", "1", "--configfile", str(TINY), "--logger", "dmlm",
+                           "--logger-dmlm-path", "events.jsonl", "--directory", str(tmp_path),
+                           "--snakefile", str(ROOT / "Snakefile")], cwd=launch, capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "events.jsonl").exists()
+    events = launch / "events.jsonl"
     entries = [json.loads(line) for line in events.read_text().splitlines()]
     assert {"time", "level", "event", "message"} <= set(entries[0])
     assert {e.get("rule_name") for e in entries} >= {"corpus", "train", "report"}

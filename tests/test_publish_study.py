@@ -22,7 +22,7 @@ def test_publishes_tables_config_and_compute(tiny_run, tmp_path):
     proc = publish(tiny_run, tmp_path)
     assert proc.returncode == 0, proc.stderr
     dest = tmp_path / "tiny"
-    for name in ("wer.csv", "rb.csv", "perceptual.csv", "speed.csv", "summary.md", "rb.png"):
+    for name in ("wer.csv", "rb.csv", "perceptual.csv", "speed.csv", "contrasts.csv", "summary.md", "rb.png"):
         assert (dest / "tiny" / name).stat().st_size > 0, name
     assert (dest / "config.yaml").read_bytes() == TINY.read_bytes()
     pd.testing.assert_frame_equal(pd.read_csv(dest / "tiny" / "wer.csv"),
@@ -32,6 +32,15 @@ def test_publishes_tables_config_and_compute(tiny_run, tmp_path):
     compute = pd.read_csv(dest / "compute.csv").set_index("rule")
     assert compute.loc["train", "jobs"] == 2 and compute.loc["evaluate", "jobs"] == 4
     assert info["compute"]["job_hours"] > 0 and info["compute"]["wall_hours"] > 0
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny"]  # no staging folder left
+
+
+def test_a_failed_publish_leaves_nothing_behind(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "results").mkdir(parents=True)  # no reports, no benchmark records
+    proc = publish(empty, tmp_path / "out")
+    assert proc.returncode != 0 and "no benchmark records" in proc.stderr
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_a_study_without_its_report_is_listed_missing(tiny_run, tmp_path):

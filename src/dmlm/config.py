@@ -170,7 +170,7 @@ def read_config_file(path: str | Path) -> dict:
     error its line and column, or saying the file is empty."""
     path = Path(path)
     try:
-        config = yaml.safe_load(path.read_text())
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))  # as Snakemake opens config files
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -18,8 +18,8 @@ run (job started / finished / failed) without parsing Snakemake's text output.
 """
 
 import json
-import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from logging import LogRecord
 from pathlib import Path
 from typing import Optional
@@ -86,22 +86,26 @@ class LogHandler(LogHandlerBase):
 
     def __post_init__(self) -> None:
         path = getattr(self.settings, "path", None) or "results/logs/snakemake-events.jsonl"
-        self.path = Path(path)
+        # absolute now: Snakemake builds its handlers before it enters --directory
+        self.path = Path(path).resolve()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.baseFilename = str(self.path.resolve())  # Snakemake lists file handlers' files by it
+        self.baseFilename = str(self.path)  # Snakemake lists file handlers' files by it
 
     def emit(self, record: LogRecord) -> None:
-        event = getattr(record, "event", None)
-        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created)),
-                 "level": record.levelname,
-                 "event": str(getattr(event, "value", event) or "message"),
-                 "message": record.getMessage()}
-        for name in self.FIELDS:
-            value = getattr(record, name, None)
-            if value not in (None, "", [], {}):
-                entry[name] = value if isinstance(value, (str, int, float, bool)) else str(value)
-        with open(self.path, "a", encoding="utf-8") as f:  # one write per line: safe to follow
-            f.write(json.dumps(entry) + "\n")
+        try:
+            event = getattr(record, "event", None)
+            entry = {"time": datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="seconds"),
+                     "level": record.levelname,
+                     "event": str(getattr(event, "value", event) or "message"),
+                     "message": record.getMessage() if record.msg is not None else ""}
+            for name in self.FIELDS:
+                value = getattr(record, name, None)
+                if value not in (None, "", [], {}):
+                    entry[name] = value if isinstance(value, (str, int, bool)) else str(value)
+            with open(self.path, "a", encoding="utf-8") as f:  # one write per line: safe to follow
+                f.write(json.dumps(entry) + "\n")
+        except Exception:  # a logging error must not stop Snakemake's logging thread
+            self.handleError(record)
 
     @property
     def writes_to_stream(self) -> bool:

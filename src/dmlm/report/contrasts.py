@@ -1,18 +1,22 @@
 """contrasts.csv: paired differences between the values of each axis a study varies besides the
 modality set (input order, backbone, loss weights, encoders), with bootstrap CIs.
 
-The first value of an axis in the study's grid (among a modality set's values) is the reference. A cell (all axes but the seed)
-with another value is compared with the cell that differs from it only in that axis (and in what
-follows from it, e.g. ``image_encoder`` from ``encoders``), at the same test SNR, seed by seed:
+An axis's reference, per modality set, is its first value in the study's grid. A cell (all axes
+but the seed) with another value is compared with the cell that differs from it only in that axis
+(and in what follows from it, e.g. ``image_encoder`` from ``encoders``), at the same test SNR,
+seed by seed, over the seeds both have:
 
     wer: WER(value) - WER(reference)        (negative: the value makes fewer errors)
     rb:  RB(value) - RB(reference)          (positive: the value gains more from the extra
-                                             modalities; each RB against its own audio-only twin)
+                                             modalities; each RB against its own audio-only twin,
+                                             over the seeds where both sides have one)
 
 Both cells' evaluations (and their audio-only twins) share one resample of utterances and seeds,
 so the interval is paired: it answers "is the difference real", which two overlapping per-cell
-intervals cannot. Cells that are the same runs (e.g. audio only under both input orders) and
-seeds that only one side has are left out.
+intervals cannot. Left out: cells that are the same runs (e.g. audio only under both input orders),
+pairs already compared (audio only under another axis's values), and a cell whose reference is
+missing (it is never compared against another value instead).
+Where a study varies several axes, the other axes' values are columns of the row (``given``).
 """
 
 from __future__ import annotations
@@ -22,70 +26,81 @@ import pandas as pd
 
 from dmlm.errors import DmlmError
 from dmlm.grid import AUDIO_ONLY
-from dmlm.report.metrics import interval, relative_benefit, resampled_wer, seed_mean
-from dmlm.report.tables import DERIVED, Bootstrap, cell_keys, label_axes
+from dmlm.report.metrics import corpus_wer_of, interval, relative_benefit, resampled_wer, seed_mean
+from dmlm.report.tables import DERIVED, Bootstrap, cell_keys, label_axes, stack_errors
 
-COLUMNS = ["axis", "reference", "value", "modalities", "snr", "metric", "reference_mean", "value_mean",
+COLUMNS = ["axis", "reference", "value", "modalities", "given", "snr", "metric", "reference_mean", "value_mean",
            "difference", "ci_low", "ci_high", "seeds"]
-
-
-def _errors(keys: list[tuple], utterances: dict):
-    """(errors [seeds, utterances], ref_words, ids) of evaluations (run, cond), one test set."""
-    utts = [utterances[k] for k in keys]
-    for u in utts[1:]:
-        if len(u.ids) != len(utts[0].ids) or (u.ids != utts[0].ids).any():
-            raise DmlmError(f"contrasted evaluations were made on different test sets: {keys}")
-    return np.stack([u.errors for u in utts]), utts[0].ref_words
-
-
-def _corpus_wer(errors, ref_words):
-    return errors.sum(axis=1) / float(np.sum(ref_words))
 
 
 def contrast_table(wer: pd.DataFrame, rb: pd.DataFrame, utterances: dict, axes: list[str],
                    boot: Bootstrap) -> pd.DataFrame:
-    rows = []
-    twins = rb.set_index(["run", "cond"])["audio_run"].to_dict() if len(rb) else {}
+    rows, seen = [], set()
+    twins = {k: v for k, v in rb.set_index(["run", "cond"])["audio_run"].items() if v} if len(rb) else {}
     for axis in label_axes(wer, axes)[1:]:
-        values = list(dict.fromkeys(wer[axis]))
+        # per modality set: the grid's order of the axis's values (wer rows follow the grid)
+        order = {m: list(dict.fromkeys(g[axis])) for m, g in wer.groupby("modalities", sort=False)}
         match = [a for a in cell_keys(axes) if a != axis and a not in DERIVED and a in wer] + ["snr"]
+        given = [a for a in match if a not in ("modalities", "snr") and wer[a].nunique() > 1]
         for key, group in wer.groupby(match, dropna=False, sort=False):
+            row = dict(zip(match, key))
+            values = order[row["modalities"]]
             by_value = {v: g.set_index("seed") for v, g in group.groupby(axis, sort=False)}
-            present = [v for v in values if v in by_value]  # e.g. encoders: each set has its own
-            ref = by_value[present[0]]
-            for value in present[1:]:
-                other = by_value[value]
-                seeds = sorted(set(ref.index) & set(other.index))
-                if not seeds or list(ref.loc[seeds, "run"]) == list(other.loc[seeds, "run"]):
+            if values[0] not in by_value:
+                continue
+            ref = by_value[values[0]]
+            if ref.index.has_duplicates:
+                raise DmlmError(f"contrasts of {axis}: several runs of one seed in a cell: {list(ref['run'])}")
+            for value in values[1:]:
+                other = by_value.get(value)
+                if other is None:
                     continue
-                row = dict(zip(match, key))
-                rows += _contrast(axis, present[0], value, row, ref.loc[seeds], other.loc[seeds], twins,
-                                  utterances, boot)
+                seeds = sorted(set(ref.index) & set(other.index))
+                pair = (axis, row["snr"], tuple(ref.loc[seeds, "run"]), tuple(other.loc[seeds, "run"]))
+                if not seeds or pair[2] == pair[3] or pair in seen:  # the same runs, or already compared
+                    continue
+                seen.add(pair)
+                base = {"axis": axis, "reference": values[0], "value": value, "modalities": row["modalities"],
+                        "given": ", ".join(f"{a}={row[a]}" for a in given), "snr": row["snr"]}
+                rows += _contrast(base, ref.loc[seeds], other.loc[seeds], twins, utterances, boot)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _contrast(axis, reference, value, row, ref, other, twins, utterances, boot) -> list[dict]:
-    conds = list(ref["cond"])
-    errors_ref, ref_words = _errors(list(zip(ref["run"], conds)), utterances)
-    errors_val, _ = _errors(list(zip(other["run"], other["cond"])), utterances)
+def _keys(side: pd.DataFrame) -> list[tuple]:
+    return list(zip(side["run"], side["cond"]))
+
+
+def _difference(base: dict, metric: str, point_ref, point_val, samples, draws, boot) -> dict:
+    low, high = interval(seed_mean(samples, draws), boot.confidence)
+    return {**base, "metric": metric, "reference_mean": float(np.mean(point_ref)),
+            "value_mean": float(np.mean(point_val)), "difference": float(np.mean(point_val - point_ref)),
+            "ci_low": low, "ci_high": high, "seeds": len(point_ref)}
+
+
+def _contrast(base: dict, ref: pd.DataFrame, other: pd.DataFrame, twins: dict, utterances: dict,
+              boot: Bootstrap) -> list[dict]:
+    errors, ref_words = stack_errors(_keys(ref) + _keys(other), utterances)  # one test set, or a named error
+    errors_ref, errors_val = errors[: len(ref)], errors[len(ref):]
     draws = boot.draws(len(ref_words), len(errors_ref))
-    base = {"axis": axis, "reference": reference, "value": value, "modalities": row["modalities"],
-            "snr": row["snr"], "seeds": len(errors_ref)}
     wer_ref, wer_val = resampled_wer(errors_ref, ref_words, draws), resampled_wer(errors_val, ref_words, draws)
-    point_ref, point_val = _corpus_wer(errors_ref, ref_words), _corpus_wer(errors_val, ref_words)
-    out = [{**base, "metric": "wer", "reference_mean": point_ref.mean(), "value_mean": point_val.mean(),
-            "difference": (point_val - point_ref).mean(),
-            **dict(zip(("ci_low", "ci_high"), interval(seed_mean(wer_val - wer_ref, draws), boot.confidence)))}]
-    twin_keys = [[(twins.get((r, c)) or None, c) for r, c in zip(side["run"], side["cond"])] for side in (ref, other)]
-    if row["modalities"] == AUDIO_ONLY or any(k[0] is None for keys in twin_keys for k in keys):
-        return out  # RB needs both sides' audio-only twins (rb.csv leaves a missing twin's run empty)
-    audio_ref, _ = _errors(twin_keys[0], utterances)
-    audio_val, _ = _errors(twin_keys[1], utterances)
-    rb_ref = relative_benefit(_corpus_wer(audio_ref, ref_words), point_ref)
-    rb_val = relative_benefit(_corpus_wer(audio_val, ref_words), point_val)
-    samples = (relative_benefit(resampled_wer(audio_val, ref_words, draws), wer_val)
-               - relative_benefit(resampled_wer(audio_ref, ref_words, draws), wer_ref))
-    out.append({**base, "metric": "rb", "reference_mean": np.mean(rb_ref), "value_mean": np.mean(rb_val),
-                "difference": np.mean(rb_val - rb_ref),
-                **dict(zip(("ci_low", "ci_high"), interval(seed_mean(samples, draws), boot.confidence)))})
+    out = [_difference(base, "wer", corpus_wer_of(errors_ref, ref_words), corpus_wer_of(errors_val, ref_words),
+                       wer_val - wer_ref, draws, boot)]
+    if base["modalities"] == AUDIO_ONLY:
+        return out
+    # RB over the seeds where both sides have their audio-only twin
+    both = [s for s, kr, kv in zip(ref.index, _keys(ref), _keys(other)) if kr in twins and kv in twins]
+    if not both:
+        return out
+    ref, other = ref.loc[both], other.loc[both]
+    keys_ref, keys_val = _keys(ref), _keys(other)
+    keys = keys_ref + keys_val + [(twins[k], k[1]) for k in keys_ref + keys_val]
+    errors, ref_words = stack_errors(keys, utterances)
+    n = len(both)
+    m_ref, m_val, a_ref, a_val = errors[:n], errors[n:2 * n], errors[2 * n:3 * n], errors[3 * n:]
+    draws = boot.draws(len(ref_words), n)
+    samples = (relative_benefit(resampled_wer(a_val, ref_words, draws), resampled_wer(m_val, ref_words, draws))
+               - relative_benefit(resampled_wer(a_ref, ref_words, draws), resampled_wer(m_ref, ref_words, draws)))
+    point_ref = relative_benefit(corpus_wer_of(a_ref, ref_words), corpus_wer_of(m_ref, ref_words))
+    point_val = relative_benefit(corpus_wer_of(a_val, ref_words), corpus_wer_of(m_val, ref_words))
+    out.append(_difference(base, "rb", point_ref, point_val, samples, draws, boot))
     return out

@@ -47,9 +47,10 @@ def contrasts_markdown(contrasts: pd.DataFrame) -> str:
     if not len(contrasts):
         return ("(this study varies no axis besides the modality set, or the cells to compare are the "
                 "same runs)")
+    given = contrasts["given"].fillna("").astype(str)
     frame = contrasts.assign(row=contrasts["axis"] + ": " + contrasts["value"].astype(str) + " - "
-                             + contrasts["reference"].astype(str) + ", " + contrasts["modalities"] + ", "
-                             + contrasts["metric"].str.upper())
+                             + contrasts["reference"].astype(str) + ", " + contrasts["modalities"]
+                             + given.map(lambda g: f" ({g})" if g else "") + ", " + contrasts["metric"].str.upper())
     frame["text"] = [analyses.ci_text(*v).replace("%", "") for v in
                      frame[["difference", "ci_low", "ci_high"]].to_numpy(float)]
     table = frame.pivot_table(index="row", columns="snr", values="text", aggfunc="first", sort=False)

@@ -70,14 +70,21 @@ def snr_order(values) -> list:
     return (["clean"] if "clean" in set(values) else []) + numbers
 
 
-def _stack(cell: pd.DataFrame, utterances: dict, key=lambda r: (r.run, r.cond)):
-    """(errors [seeds, utterances], ref_words) of a cell's rows, checked to share one test set."""
-    utts = [utterances[key(r)] for r in cell.itertuples(index=False)]
+def stack_errors(keys: list[tuple], utterances: dict):
+    """(errors [len(keys), utterances], ref_words) of the evaluations ``keys`` (``(run, cond)``, ...),
+    checked to share one test set: a paired statistic over them is only meaningful then."""
+    utts = [utterances[k] for k in keys]
     first = utts[0]
     for u in utts[1:]:
         if len(u.ids) != len(first.ids) or (u.ids != first.ids).any():
-            raise DmlmError(f"evaluations of one cell were made on different test sets: {list(cell['run'])}")
+            raise DmlmError(f"evaluations compared with each other were made on different test sets: "
+                            f"{sorted({k[0] for k in keys})}")
     return np.stack([u.errors for u in utts]), first.ref_words
+
+
+def _stack(cell: pd.DataFrame, utterances: dict, key=lambda r: (r.run, r.cond)):
+    """``stack_errors`` of a cell's rows (one per seed)."""
+    return stack_errors([key(r) for r in cell.itertuples(index=False)], utterances)
 
 
 class Bootstrap:
