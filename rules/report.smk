@@ -65,6 +65,7 @@ rule report:
         heatmap=figure("wer_heatmap.png", "wer_heatmap"),
         perceptual_plot=figure("perceptual.png", "perceptual"),
         training=figure("training.png", "training"),
+        contrasts_plot=figure("contrasts.png", "contrasts"),
     params:
         settings=lambda wildcards: as_json(report_settings(config, wildcards.study)),
         code=code_version("report", "run"),

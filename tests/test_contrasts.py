@@ -108,3 +108,20 @@ def test_sides_on_different_test_sets_are_refused():
     utts[(run, "snr0")] = Utterances(ids=np.array(list("abcdefgz")), errors=u.errors, ref_words=u.ref_words)
     with pytest.raises(DmlmError, match="different test sets"):
         contrasts(frame, utts)
+
+
+def test_contrasts_figure(tmp_path):
+    """contrasts.png: one panel per axis and metric (here order and backbone, WER and RB)."""
+    from PIL import Image
+
+    from dmlm.report.plots import plot_contrasts
+
+    cases = [c for c in CASES if c[0] in ("A", "A+O")]
+    cases += [(m, o, e, "mamba", {s: w + 0.125 for s, w in by_seed.items()}) for m, o, e, _, by_seed in cases]
+    table = contrasts(*study(cases))
+    plot_contrasts("s", table, tmp_path / "contrasts.png", 0.95)
+    plot_contrasts("s", table.iloc[:0], tmp_path / "empty.png", 0.95)
+    panels = table.groupby(["axis", "metric"]).ngroups
+    assert panels == 4
+    width = Image.open(tmp_path / "contrasts.png").size[0]
+    assert width > 3 * Image.open(tmp_path / "empty.png").size[0]  # 4 panels side by side vs 1

@@ -196,7 +196,7 @@ def test_report_files(tmp_path):
     assert missing == []
     for name in OUTPUTS:
         assert (tmp_path / "report" / name).stat().st_size > 0, name
-    for name in ("rb.png", "wer_heatmap.png", "perceptual.png", "training.png"):
+    for name in ("rb.png", "wer_heatmap.png", "perceptual.png", "training.png", "contrasts.png"):
         assert (tmp_path / "report" / name).stat().st_size > 10_000, name
     wer = read_table(tmp_path / "report" / "wer.csv").set_index(["modalities", "snr"])
     assert wer.loc[("A", "clean"), "wer"] == pytest.approx(0.2) and wer.loc[("A+O", "-10"), "wer"] == 0.3

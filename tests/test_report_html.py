@@ -86,7 +86,7 @@ def test_every_report_figure_loads_with_a_caption(tiny_run, tmp_path):
     seen = open_in_chromium(report, tmp_path)
     assert "error" not in seen, seen
     figures = {Path(f["path"]).name: f for f in seen["figures"]}
-    assert set(figures) == {"rb.png", "wer_heatmap.png", "perceptual.png", "training.png"}
+    assert set(figures) == {"rb.png", "wer_heatmap.png", "perceptual.png", "training.png", "contrasts.png"}
     for name, fig in figures.items():
         assert fig["naturalWidth"] > 0 and fig["naturalHeight"] > 0, (name, fig)
         assert fig["captionShown"] and len(fig["caption"]) > 100, (name, fig)

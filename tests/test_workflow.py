@@ -43,7 +43,7 @@ def test_report_numbers_come_from_the_runs(tiny_run):
         assert set(rb["modalities"]) == set(spec["modalities"]) - {"A"}
         assert {"rb", "delta_wer", "wer_audio"} <= set(rb.columns)
         assert (report / "summary.md").read_text().count("|") > 10
-        for figure in ("rb.png", "wer_heatmap.png", "perceptual.png", "training.png"):
+        for figure in ("rb.png", "wer_heatmap.png", "perceptual.png", "training.png", "contrasts.png"):
             assert (report / figure).stat().st_size > 10_000
         # perceptual scores: one row per extra modality of each multimodal run and test SNR, each
         # from its own permuted evaluation

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 OUTPUTS = ["wer.csv", "rb.csv", "perceptual.csv", "speed.csv", "contrasts.csv", "summary.md",
-           "rb.png", "wer_heatmap.png", "perceptual.png", "training.png"]
+           "rb.png", "wer_heatmap.png", "perceptual.png", "training.png", "contrasts.png"]
 
 
 def register(subparsers) -> None:

@@ -1,5 +1,5 @@
-"""Figures of a study (PNG): RB against test SNR with CI bands, a WER heat map, perceptual scores
-and training curves. A figure with nothing to show says so in its panel, so every declared file
+"""Figures of a study (PNG): RB against test SNR with CI bands, a WER heat map, perceptual scores,
+training curves and the paired contrasts. A figure with nothing to show says so in its panel, so every declared file
 exists."""
 
 from __future__ import annotations
@@ -138,9 +138,40 @@ def plot_training(study: str, curves: pd.DataFrame, wer: pd.DataFrame, axes: lis
     _save(fig, out_png)
 
 
+def plot_contrasts(study: str, contrasts: pd.DataFrame, out_png, confidence: float) -> None:
+    """contrasts.csv: one panel per axis and metric, the paired difference against test SNR, one
+    line per modality set (and other axes' values), CI bars, and the zero line to read them by."""
+    from dmlm.report.tables import snr_order
+
+    panels = list(contrasts.groupby(["axis", "metric"], sort=False)) if len(contrasts) else []
+    fig, grid = plt.subplots(1, max(1, len(panels)), figsize=(5.5 * max(1, len(panels)), 4.4), squeeze=False)
+    if not panels:
+        _empty(grid[0, 0], "no paired contrasts: the study varies no axis besides the modality set")
+    for ax, ((axis, metric), frame) in zip(grid[0], panels):
+        columns = snr_order(frame["snr"])
+        x = np.arange(len(columns))
+        label = frame["value"].astype(str) + " - " + frame["reference"].astype(str) + ", " + frame["modalities"] \
+            + frame["given"].fillna("").astype(str).map(lambda g: f" ({g})" if g else "")
+        lines = list(frame.assign(label=label).groupby("label", sort=False))
+        for i, (name, line_rows) in enumerate(lines):
+            at = line_rows.set_index("snr").reindex(columns)
+            mean, low, high = (100 * at[c].to_numpy(float) for c in ("difference", "ci_low", "ci_high"))
+            dodge = (i - (len(lines) - 1) / 2) * 0.08  # lines side by side, not on top of each other
+            ax.errorbar(x + dodge, mean, yerr=[mean - low, high - mean], marker="o", capsize=3, label=name)
+        ax.axhline(0, color="black", linewidth=0.8)
+        what = "WER difference (points)" if metric == "wer" else "RB difference (points)"
+        ax.set(xticks=list(x), xticklabels=[str(c) for c in columns], xlabel="test SNR (dB)", ylabel=what,
+               title=f"{axis}: {what.split(' (')[0]}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"study {study}: paired contrasts, {100 * confidence:g}% bootstrap intervals")
+    _save(fig, out_png)
+
+
 def plot_all(study: str, tables: dict, curves: pd.DataFrame, axes: list[str], out_dir, confidence: float) -> None:
     out_dir = Path(out_dir)
     plot_wer_rb(study, tables["wer"], tables["rb"], axes, out_dir / "rb.png", confidence)
     plot_wer_heatmap(study, tables["wer"], axes, out_dir / "wer_heatmap.png")
     plot_perceptual(study, tables["perceptual"], axes, out_dir / "perceptual.png", confidence)
     plot_training(study, curves, tables["wer"], axes, out_dir / "training.png")
+    plot_contrasts(study, tables["contrasts"], out_dir / "contrasts.png", confidence)
