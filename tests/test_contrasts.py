@@ -125,3 +125,19 @@ def test_contrasts_figure(tmp_path):
     assert panels == 4
     width = Image.open(tmp_path / "contrasts.png").size[0]
     assert width > 3 * Image.open(tmp_path / "empty.png").size[0]  # 4 panels side by side vs 1
+
+
+def test_noise_trend_compares_each_snr_with_the_noisiest():
+    """axis `snr`: RB at each SNR minus RB at the noisiest, on the same runs; here the lips' RB
+    grows with the noise (0.5 at 0 dB, 2/3 at -10 dB): a negative difference."""
+    cases = [("A", "audio_first", "mfcc", "b", {0: 0.5, 1: 0.5}), ("A+L", "audio_first", "mfcc+pixels", "b", {0: 0.25, 1: 0.25})]
+    frame, utts = study(cases)
+    noisy = frame.assign(snr=-10, cond="snr-10", wer=frame["wer"].map({0.5: 0.75, 0.25: 0.25}))
+    for run, wer in zip(noisy["run"], noisy["wer"]):
+        u = utts[(run, "snr0")]
+        utts[(run, "snr-10")] = Utterances(ids=u.ids, errors=np.full(len(u.ids), wer * 8), ref_words=u.ref_words)
+    table = contrasts(pd.concat([frame, noisy], ignore_index=True), utts)
+    trend = table[table["axis"] == "snr"].iloc[0]
+    assert (trend["modalities"], trend["reference"], trend["value"], trend["metric"]) == ("A+L", -10, 0, "rb")
+    assert trend["difference"] == pytest.approx(0.5 - 2 / 3) and trend["ci_high"] < 0
+    assert len(table) == 1  # no WER row for the trend, nothing else varies

@@ -17,6 +17,9 @@ intervals cannot. Left out: cells that are the same runs (e.g. audio only under 
 pairs already compared (audio only under another axis's values), and a cell whose reference is
 missing (it is never compared against another value instead).
 Where a study varies several axes, the other axes' values are columns of the row (``given``).
+
+Axis ``snr`` (metric ``rb`` only) is the noise trend of each multimodal cell: its RB at each test
+SNR minus its RB at the noisiest one, on the same runs and utterances.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import pandas as pd
 from dmlm.errors import DmlmError
 from dmlm.grid import AUDIO_ONLY
 from dmlm.report.metrics import corpus_wer_of, interval, relative_benefit, resampled_wer, seed_mean
-from dmlm.report.tables import DERIVED, Bootstrap, cell_keys, label_axes, stack_errors
+from dmlm.report.tables import DERIVED, Bootstrap, cell_keys, label_axes, snr_order, stack_errors
 
 COLUMNS = ["axis", "reference", "value", "modalities", "given", "snr", "metric", "reference_mean", "value_mean",
            "difference", "ci_low", "ci_high", "seeds"]
@@ -63,7 +66,43 @@ def contrast_table(wer: pd.DataFrame, rb: pd.DataFrame, utterances: dict, axes: 
                 base = {"axis": axis, "reference": values[0], "value": value, "modalities": row["modalities"],
                         "given": ", ".join(f"{a}={row[a]}" for a in given), "snr": row["snr"]}
                 rows += _contrast(base, ref.loc[seeds], other.loc[seeds], twins, utterances, boot)
+    rows += _noise_trend(wer, rb, twins, utterances, axes, boot)
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _noise_trend(wer, rb, twins, utterances, axes, boot) -> list[dict]:
+    """Axis ``snr``: each multimodal cell's RB at every test SNR minus its RB at the noisiest one,
+    paired (the test utterances are the same at every SNR). Positive at a moderate SNR: the
+    benefit falls off at the highest noise (the paper's image/OCR pattern); negative at the
+    cleaner SNRs: the benefit grows with the noise (its lips pattern)."""
+    if not len(rb):
+        return []
+    keys = [a for a in cell_keys(axes) if a not in DERIVED and a in rb]
+    given = [a for a in keys if a != "modalities" and wer[a].nunique() > 1]
+    rows = []
+    for key, group in rb.groupby(keys, dropna=False, sort=False):
+        row = dict(zip(keys, key))
+        order = snr_order(group["snr"])
+        ref = group[group["snr"] == order[-1]].set_index("seed")
+        for snr in order[:-1]:
+            other = group[group["snr"] == snr].set_index("seed")
+            seeds = sorted(set(ref.index) & set(other.index))
+            if not seeds:
+                continue
+            base = {"axis": "snr", "reference": order[-1], "value": snr, "modalities": row["modalities"],
+                    "given": ", ".join(f"{a}={row[a]}" for a in given), "snr": snr}
+            rows += _contrast(base, ref.loc[seeds], other.loc[seeds], twins, utterances, boot, wer_too=False)
+    return rows
+
+
+def labels(contrasts: pd.DataFrame) -> pd.Series:
+    """One readable label per contrast row (without the SNR): "audio_last - audio_first, A+O
+    (backbone=mamba), RB"; for the noise trend "RB at each SNR - RB at -20 dB, A+L"."""
+    given = contrasts["given"].fillna("").astype(str).map(lambda g: f" ({g})" if g else "")
+    what = contrasts["value"].astype(str) + " - " + contrasts["reference"].astype(str)
+    trend = "RB at each SNR - RB at " + contrasts["reference"].astype(str) + " dB"
+    what = what.where(contrasts["axis"] != "snr", trend)
+    return what + ", " + contrasts["modalities"] + given + ", " + contrasts["metric"].str.upper()
 
 
 def _keys(side: pd.DataFrame) -> list[tuple]:
@@ -78,13 +117,15 @@ def _difference(base: dict, metric: str, point_ref, point_val, samples, draws, b
 
 
 def _contrast(base: dict, ref: pd.DataFrame, other: pd.DataFrame, twins: dict, utterances: dict,
-              boot: Bootstrap) -> list[dict]:
-    errors, ref_words = stack_errors(_keys(ref) + _keys(other), utterances)  # one test set, or a named error
-    errors_ref, errors_val = errors[: len(ref)], errors[len(ref):]
-    draws = boot.draws(len(ref_words), len(errors_ref))
-    wer_ref, wer_val = resampled_wer(errors_ref, ref_words, draws), resampled_wer(errors_val, ref_words, draws)
-    out = [_difference(base, "wer", corpus_wer_of(errors_ref, ref_words), corpus_wer_of(errors_val, ref_words),
-                       wer_val - wer_ref, draws, boot)]
+              boot: Bootstrap, wer_too: bool = True) -> list[dict]:
+    out = []
+    if wer_too:
+        errors, ref_words = stack_errors(_keys(ref) + _keys(other), utterances)  # one test set, or a named error
+        errors_ref, errors_val = errors[: len(ref)], errors[len(ref):]
+        draws = boot.draws(len(ref_words), len(errors_ref))
+        wer_ref, wer_val = resampled_wer(errors_ref, ref_words, draws), resampled_wer(errors_val, ref_words, draws)
+        out.append(_difference(base, "wer", corpus_wer_of(errors_ref, ref_words),
+                               corpus_wer_of(errors_val, ref_words), wer_val - wer_ref, draws, boot))
     if base["modalities"] == AUDIO_ONLY:
         return out
     # RB over the seeds where both sides have their audio-only twin

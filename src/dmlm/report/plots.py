@@ -141,6 +141,7 @@ def plot_training(study: str, curves: pd.DataFrame, wer: pd.DataFrame, axes: lis
 def plot_contrasts(study: str, contrasts: pd.DataFrame, out_png, confidence: float) -> None:
     """contrasts.csv: one panel per axis and metric, the paired difference against test SNR, one
     line per modality set (and other axes' values), CI bars, and the zero line to read them by."""
+    from dmlm.report.contrasts import labels
     from dmlm.report.tables import snr_order
 
     panels = list(contrasts.groupby(["axis", "metric"], sort=False)) if len(contrasts) else []
@@ -150,9 +151,7 @@ def plot_contrasts(study: str, contrasts: pd.DataFrame, out_png, confidence: flo
     for ax, ((axis, metric), frame) in zip(grid[0], panels):
         columns = snr_order(frame["snr"])
         x = np.arange(len(columns))
-        label = frame["value"].astype(str) + " - " + frame["reference"].astype(str) + ", " + frame["modalities"] \
-            + frame["given"].fillna("").astype(str).map(lambda g: f" ({g})" if g else "")
-        lines = list(frame.assign(label=label).groupby("label", sort=False))
+        lines = list(frame.assign(label=labels(frame).str.rsplit(", ", n=1).str[0]).groupby("label", sort=False))
         for i, (name, line_rows) in enumerate(lines):
             at = line_rows.set_index("snr").reindex(columns)
             mean, low, high = (100 * at[c].to_numpy(float) for c in ("difference", "ci_low", "ci_high"))

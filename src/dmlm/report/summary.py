@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from dmlm.report import analyses
+from dmlm.report.contrasts import labels
 from dmlm.report.tables import cells, label_axes, pivot, snr_order
 
 RB_FORMULA = ("RB = (WER_A - WER_{A+M}) / WER_A against the audio-only run with the same backbone, training "
@@ -47,10 +48,7 @@ def contrasts_markdown(contrasts: pd.DataFrame) -> str:
     if not len(contrasts):
         return ("(this study varies no axis besides the modality set, or the cells to compare are the "
                 "same runs)")
-    given = contrasts["given"].fillna("").astype(str)
-    frame = contrasts.assign(row=contrasts["axis"] + ": " + contrasts["value"].astype(str) + " - "
-                             + contrasts["reference"].astype(str) + ", " + contrasts["modalities"]
-                             + given.map(lambda g: f" ({g})" if g else "") + ", " + contrasts["metric"].str.upper())
+    frame = contrasts.assign(row=contrasts["axis"] + ": " + labels(contrasts))
     frame["text"] = [analyses.ci_text(*v).replace("%", "") for v in
                      frame[["difference", "ci_low", "ci_high"]].to_numpy(float)]
     table = frame.pivot_table(index="row", columns="snr", values="text", aggfunc="first", sort=False)
@@ -97,7 +95,10 @@ def markdown(study: str, tables: dict, axes: list[str], families: dict, curves: 
               "## Paired contrasts", "",
               "Each value of an axis against the axis's first value (same modality set and test SNR), in "
               "points: WER(value) - WER(reference) (negative: fewer errors) and RB(value) - RB(reference) "
-              f"(positive: more benefit from the extra modalities), with {level} paired bootstrap intervals:",
+              f"(positive: more benefit from the extra modalities), with {level} paired bootstrap intervals. "
+              "Rows `snr` are the noise trend: a set's RB at each test SNR minus its RB at the noisiest "
+              "(above 0 at a moderate SNR: the benefit falls off at the highest noise; below 0 at the "
+              "cleaner SNRs: it grows with the noise):",
               "", contrasts_markdown(tables.get("contrasts", pd.DataFrame())), "",
               "## Decoding speed", "", "Greedy decoding of the test split, mean over test SNRs:", "",
               speed_markdown(speed), ""]
