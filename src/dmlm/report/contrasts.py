@@ -95,14 +95,15 @@ def _noise_trend(wer, rb, twins, utterances, axes, boot) -> list[dict]:
     return rows
 
 
-def labels(contrasts: pd.DataFrame) -> pd.Series:
+def labels(contrasts: pd.DataFrame, metric: bool = True) -> pd.Series:
     """One readable label per contrast row (without the SNR): "audio_last - audio_first, A+O
     (backbone=mamba), RB"; for the noise trend "RB at each SNR - RB at -20 dB, A+L"."""
     given = contrasts["given"].fillna("").astype(str).map(lambda g: f" ({g})" if g else "")
     what = contrasts["value"].astype(str) + " - " + contrasts["reference"].astype(str)
     trend = "RB at each SNR - RB at " + contrasts["reference"].astype(str) + " dB"
     what = what.where(contrasts["axis"] != "snr", trend)
-    return what + ", " + contrasts["modalities"] + given + ", " + contrasts["metric"].str.upper()
+    label = what + ", " + contrasts["modalities"] + given
+    return label + ", " + contrasts["metric"].str.upper() if metric else label
 
 
 def _keys(side: pd.DataFrame) -> list[tuple]:

@@ -151,7 +151,7 @@ def plot_contrasts(study: str, contrasts: pd.DataFrame, out_png, confidence: flo
     for ax, ((axis, metric), frame) in zip(grid[0], panels):
         columns = snr_order(frame["snr"])
         x = np.arange(len(columns))
-        lines = list(frame.assign(label=labels(frame).str.rsplit(", ", n=1).str[0]).groupby("label", sort=False))
+        lines = list(frame.assign(label=labels(frame, metric=False)).groupby("label", sort=False))
         for i, (name, line_rows) in enumerate(lines):
             at = line_rows.set_index("snr").reindex(columns)
             mean, low, high = (100 * at[c].to_numpy(float) for c in ("difference", "ci_low", "ci_high"))
