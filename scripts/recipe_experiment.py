@@ -23,12 +23,17 @@ spoken equation's words (the noise covers the second half: a model that copies f
 reads the lips gains there), and the perceptual score of each extra modality (WER points lost when
 it is deranged across the validation items; a model that copies from the OCR loses many).
 `scripts/recipe_table.py` puts several results side by side.
+
+`--trained-run results/runs/<run>` evaluates a model the workflow trained instead of training one:
+it is adopted only if its checkpoint's settings equal the experiment's and the workflow's text
+tokenizer equals the one the experiment trains (so it is the model this command would train).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -107,6 +112,26 @@ def snakemake_targets(configfile: Path, targets: list[Path], cores: int, log: Pa
             raise SystemExit(f"snakemake could not make the token files (see {log})")
 
 
+def adopt_trained_run(run_dir: Path, settings: dict, tokenizer: Path, workflow_tokenizer: Path, into: Path) -> float:
+    """Copy a workflow run's model into the experiment (`into`) after checking it is the model the
+    experiment would train; returns its training minutes."""
+    import torch
+
+    checkpoint = run_dir / "checkpoint.pt"
+    if not checkpoint.exists():
+        raise SystemExit(f"--trained-run {run_dir}: no checkpoint.pt (not trained yet?)")
+    trained = torch.load(checkpoint, map_location="cpu", weights_only=True)["settings"]
+    if trained != json.loads(json.dumps(settings)):
+        differ = sorted(k for k in {*trained, *settings} if trained.get(k) != settings.get(k))
+        raise SystemExit(f"--trained-run {run_dir}: trained with other settings ({', '.join(differ)} differ)")
+    if not workflow_tokenizer.exists() or workflow_tokenizer.read_bytes() != tokenizer.read_bytes():
+        raise SystemExit(f"--trained-run {run_dir}: {workflow_tokenizer} is not the tokenizer this experiment trains")
+    into.mkdir(parents=True, exist_ok=True)
+    for name in ("checkpoint.pt", "checkpoint.pt.sha256", "train_log.tsv"):
+        shutil.copy2(run_dir / name, into / name)
+    return float(pd.read_csv(into / "train_log.tsv", sep="\t")["elapsed_s"].iloc[-1]) / 60
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="folder of this experiment")
@@ -115,6 +140,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="run seed")
     parser.add_argument("--order", default=None, help="block order (default: the study's first)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=YAML", help="change a config value")
+    parser.add_argument("--trained-run", type=Path, default=None, help="evaluate this workflow run's model instead of training")
     parser.add_argument("--cores", type=int, default=1, help="cores for Snakemake when token files are missing")
     opts = parser.parse_args()
 
@@ -136,6 +162,8 @@ def main() -> None:
     asked = {"modalities": opts.modalities, "configfile": str(opts.configfile), "seed": opts.seed, "set": opts.set}
     if opts.order:
         asked["order"] = opts.order
+    if opts.trained_run:
+        asked["trained_run"] = str(opts.trained_run)
     out.mkdir(parents=True, exist_ok=True)
     record = out / "experiment.json"
     if record.exists() and json.loads(record.read_text()) != asked:
@@ -178,14 +206,18 @@ def main() -> None:
     for split in ("train", "val"):
         train_args += [a for name, p in streams(split, train_cond).items() for a in ("--stream", f"{split}:{name}={p}")]
     train_args += [a for m, p in codebooks.items() for a in ("--codebook", f"{m}={p}")]
-    if (out / "run" / "checkpoint.pt").exists():  # trained before: keep the minutes it took then
+    if opts.trained_run and not (out / "run" / "checkpoint.pt").exists():
+        minutes = adopt_trained_run(opts.trained_run.resolve(), settings, tokenizer,
+                                    ROOT / "results" / "tokens" / dataset / "text" / "local" / "tokenizer.json", out / "run")
+    elif (out / "run" / "checkpoint.pt").exists():  # trained before: keep the minutes it took then
         minutes = json.loads((out / "result.json").read_text())["train_minutes"] if (out / "result.json").exists() else None
     else:
         minutes = run(train_args, log) / 60
 
     curve = pd.read_csv(out / "run" / "train_log.tsv", sep="\t")
     best = curve["val_transcript_loss"].idxmin()
-    result = {"run": run_name, "set": opts.set, "order": opts.order, "split": "val", "train_minutes": minutes,
+    result = {"run": run_name, "set": opts.set, "order": opts.order, "trained_run": asked.get("trained_run"),
+              "split": "val", "train_minutes": minutes,
               "best_val_transcript_loss": round(float(curve["val_transcript_loss"][best]), 3),
               "best_step": int(curve["step"][best]), "wer": {}, "first_second_half_error": {}}
     manifest_path = corpus / "val" / "manifest.tsv"
