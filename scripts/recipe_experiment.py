@@ -105,10 +105,11 @@ def snakemake_targets(configfile: Path, targets: list[Path], cores: int, log: Pa
     missing = [str(t.relative_to(ROOT)) for t in targets if not t.exists()]
     if not missing:
         return
-    cmd = [str(Path(sys.executable).parent / "snakemake"), "-c", str(cores), "--configfile", str(configfile)]
+    # the targets go first: --configfile reads every word after it as a config file
+    cmd = [str(Path(sys.executable).parent / "snakemake"), *missing, "-c", str(cores), "--configfile", str(configfile)]
     print(f"making {len(missing)} token files with Snakemake (log: {log})", flush=True)
     with open(log, "a") as f:
-        if subprocess.run([*cmd, *missing], stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode:
+        if subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode:
             raise SystemExit(f"snakemake could not make the token files (see {log})")
 
 

@@ -190,6 +190,18 @@ def test_snakemake_names_the_config_file_and_line(tmp_path, text, message):
     assert "Config file " + message.format(f=bad) in out, out
 
 
+def test_a_target_after_configfile_is_named_as_a_missing_config_file(tmp_path):
+    """`--configfile` takes one or more files, so a target typed after it is read as a config
+    file; Snakemake itself printed only a FileNotFoundError traceback."""
+    good = tmp_path / "good.yaml"
+    good.write_text("name: x\n")
+    proc = snakemake_cli(tmp_path, "-n", "-c", "1", "--configfile", str(good), "results/report/x/summary.md")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "Config file results/report/x/summary.md: no such file" in out, out
+    assert "put targets before --configfile" in out
+
+
 def test_the_plugin_is_loaded_and_reads_valid_files_as_snakemake_does(tmp_path):
     """Snakemake discovers the installed plugin; through its wrapper a valid YAML or JSON config
     comes back exactly as Snakemake reads it, and file objects and schemas pass straight through."""

@@ -48,6 +48,10 @@ def _wrap_config_reader() -> None:
 
     def load_configfile(configpath_or_obj, filetype="Config"):
         is_path = isinstance(configpath_or_obj, (str, Path)) and filetype == "Config"
+        if is_path and not Path(configpath_or_obj).exists():  # Snakemake prints a bare traceback
+            raise WorkflowError(
+                f"Config file {configpath_or_obj}: no such file (--configfile reads every word after it "
+                "as a config file: put targets before --configfile)")
         try:
             config = original(configpath_or_obj, filetype)
         except WorkflowError:
