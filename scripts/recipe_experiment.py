@@ -122,8 +122,9 @@ def adopt_trained_run(run_dir: Path, settings: dict, tokenizer: Path, workflow_t
     if not checkpoint.exists():
         raise SystemExit(f"--trained-run {run_dir}: no checkpoint.pt (not trained yet?)")
     trained = torch.load(checkpoint, map_location="cpu", weights_only=True)["settings"]
-    if trained != json.loads(json.dumps(settings)):
-        differ = sorted(k for k in {*trained, *settings} if trained.get(k) != settings.get(k))
+    wanted = json.loads(json.dumps(settings))  # training adds what it measured (the vocabulary sizes)
+    differ = sorted(k for k in wanted if trained.get(k) != wanted[k])
+    if differ:
         raise SystemExit(f"--trained-run {run_dir}: trained with other settings ({', '.join(differ)} differ)")
     if not workflow_tokenizer.exists() or workflow_tokenizer.read_bytes() != tokenizer.read_bytes():
         raise SystemExit(f"--trained-run {run_dir}: {workflow_tokenizer} is not the tokenizer this experiment trains")
