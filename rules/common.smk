@@ -67,9 +67,22 @@ def weights_inputs(path):
     return [str(p) for p in weights_files(path)] if path else []
 
 
+def canonical_python(executable=sys.executable):
+    """The interpreter spelled one way however Snakemake was started: `.venv/bin/snakemake` runs
+    as `.venv/bin/python3`, `python -m snakemake` as `.venv/bin/python`, and the path is part of
+    each rule's command, which Snakemake's code trigger compares (a different spelling reran the
+    whole grid). The first of python3, python beside it that is the same file."""
+    path = Path(executable)
+    for name in ("python3", "python"):
+        twin = path.with_name(name)
+        if twin.exists() and path.exists() and twin.samefile(path):
+            return str(twin)
+    return str(path)
+
+
 def dmlm_cmd(command):
     """The CLI a rule runs, with the rule's settings and threads."""
-    return f"{sys.executable} -m dmlm {command} --settings {{params.settings:q}} --threads {{threads}}"
+    return f"{canonical_python()} -m dmlm {command} --settings {{params.settings:q}} --threads {{threads}}"
 
 
 def corpus_dir(split):

@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from dmlm import grid  # noqa: E402
 from dmlm.corpus.equations import parse_equation  # noqa: E402
 from dmlm.report.metrics import perceptual_score  # noqa: E402
+from dmlm.report.settings import permutation_seed  # noqa: E402
 
 CHANGEABLE = ("training", "backbones", "loss_weights", "tokens", "noise.train_noise", "studies")
 
@@ -225,12 +226,13 @@ def main() -> None:
     manifest_path = corpus / "val" / "manifest.tsv"
     halves = half_of_each_word(pd.read_csv(manifest_path, sep="\t", keep_default_na=False, dtype=str))
     evaluation = {k: v for k, v in config["evaluation"].items() if k != "permutation_seed"}
+    permuted_evaluation = {**evaluation, "permutation_seed": permutation_seed(config)}  # as rules/evaluate.smk
 
     def evaluated_wer(folder: Path, cond: str, permute: str | None = None) -> float:
         """Validation WER (%) at `cond`, with `permute` deranged across the items (evaluated once)."""
         if not (folder / "wer.json").exists():
             extra = ["--permute", permute] if permute else []
-            run(["evaluate", "--settings", json.dumps(config["evaluation"] if permute else evaluation),
+            run(["evaluate", "--settings", json.dumps(permuted_evaluation if permute else evaluation),
                  "--checkpoint", str(out / "run" / "checkpoint.pt"), "--tokenizer", str(tokenizer),
                  "--manifest", str(manifest_path), "--out-dir", str(folder), *extra,
                  *[a for name, p in streams("val", cond).items() for a in ("--stream", f"{name}={p}")]], log)
