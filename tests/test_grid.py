@@ -76,6 +76,23 @@ def test_run_settings_hold_only_what_the_run_uses():
     assert grid.run_settings(c, run) != before
 
 
+def test_the_curriculum_is_kept_only_beside_the_named_modalities():
+    """`training.drop_audio_beside: [ocr]`: A+O and A+L+I+O keep the curriculum exactly as before
+    (their runs are not retrained), A+L and A+I train without it, and audio-only runs, which
+    ignore it, keep their settings as written."""
+    c = config()
+    c["training"].update(drop_audio=0.5, drop_audio_until=0.5)
+    before = {run: grid.run_settings(c, run) for run in
+              ("A.mfcc.mix.opt-small.paper.s0", "A+O.mfcc.mix.opt-small.paper.s0", "A+L.mfcc+pixels.mix.opt-small.paper.s0")}
+    c["training"]["drop_audio_beside"] = ["ocr"]
+    after = {run: grid.run_settings(c, run) for run in before}
+    assert after["A.mfcc.mix.opt-small.paper.s0"] == before["A.mfcc.mix.opt-small.paper.s0"]
+    assert after["A+O.mfcc.mix.opt-small.paper.s0"] == before["A+O.mfcc.mix.opt-small.paper.s0"]
+    lips = after["A+L.mfcc+pixels.mix.opt-small.paper.s0"]["training"]
+    assert "drop_audio" not in lips and "drop_audio_until" not in lips and "drop_audio_beside" not in lips
+    assert {k: v for k, v in lips.items()} == {k: v for k, v in c["training"].items() if not k.startswith("drop_audio")}
+
+
 def test_a_recipe_with_its_own_placement_is_tested_with_it():
     c = config()
     c["noise"]["train_noise"]["whole"] = {"fraction_noisy": 0.5, "snrs": [0, -10], "placement": "whole"}
