@@ -1,16 +1,19 @@
-"""Copy a study's reports into docs/results/<preset>/ with the exact config, the code version and
-the compute it took, so that docs/results.md cites committed files.
+"""Copy a preset's finished study reports into docs/results/<preset>/<study>/, each with the exact
+config, the code version and the compute it took, so that docs/results.md cites committed files.
 
     .venv/bin/python scripts/publish_study.py --configfile presets/study.yaml [--workdir .] [--out docs/results]
 
-Per study of the preset: results/report/<study>/ (wer.csv, rb.csv, perceptual.csv, speed.csv, contrasts.csv,
-summary.md, figures) -> <out>/<preset>/<study>/. A study whose report is not there yet is listed
-as missing (publishing a partly finished study is allowed; run it again later). Beside them:
-config.yaml (the config file, byte for byte), provenance.json (the workdir's commit when
-published, machine, package versions, studies published) and compute.csv (per rule: jobs,
-job-hours, largest resident set, from the workflow's own benchmark records) with the wall-clock
-hours of every Snakemake invocation that ran jobs (.snakemake/log). Both count everything the
-workdir ran: run a study in a folder (a git worktree) of its own for its own total.
+Per study of the preset whose report is finished in the workdir: results/report/<study>/ (wer.csv,
+rb.csv, perceptual.csv, speed.csv, contrasts.csv, summary.md, figures) -> <out>/<preset>/<study>/,
+beside config.yaml (the config file, byte for byte), provenance.json (the workdir's commit when
+published, machine, package versions) and compute.csv (per rule: jobs, job-hours, largest resident
+set, from the workflow's own benchmark records; provenance.json adds the wall-clock hours of every
+Snakemake invocation that ran jobs, .snakemake/log). The compute counts everything the workdir
+ran: run a study in a folder of its own for its own total.
+
+A study whose report is not in the workdir keeps its earlier published copy untouched (or is
+listed as missing), so a preset too large for one machine session is published study by study
+(`snakemake -c all <study's report> --configfile ...`, then this script, then commit).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
+
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -50,7 +55,7 @@ def invocation_hours(workdir: Path) -> list[float]:
     return hours
 
 
-def provenance(workdir: Path, configfile: Path, published: list[str], missing: list[str]) -> dict:
+def provenance(workdir: Path, configfile: Path) -> dict:
     def git(*args):
         return subprocess.run(["git", "-C", str(workdir), *args], capture_output=True, text=True).stdout.strip()
 
@@ -66,47 +71,50 @@ def provenance(workdir: Path, configfile: Path, published: list[str], missing: l
         "published": datetime.now().isoformat(timespec="seconds"),
         "machine": {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
                     "torch": torch.__version__, "snakemake": snakemake.__version__},
-        "studies": published, "studies_missing": missing,
     }
 
 
-def publish(configfile: Path, workdir: Path, out: Path) -> Path:
+def publish(configfile: Path, workdir: Path, out: Path) -> tuple[list[str], list[str], list[str]]:
+    """Publish every study finished in the workdir; returns (published, kept from before, missing)."""
     config = load_config(configfile)  # validated: a typo in the preset is named here, not later
     dest = out / config["name"]
-    staging = Path(tempfile.mkdtemp(prefix=f".{config['name']}-", dir=out))
-    try:
-        _fill(staging, config, configfile, workdir)
-    except BaseException:  # nothing half-written is left beside the published copies
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    staging.chmod(0o755)  # mkdtemp's 0700 would survive the rename
-    if dest.exists():  # replace the previous copy only once the new one is complete
-        shutil.rmtree(dest)
-    staging.rename(dest)
-    return dest
+    finished = [study for study in config["studies"]
+                if all((workdir / "results" / "report" / study / name).is_file() for name in REPORT_FILES)]
+    kept = [study for study in config["studies"] if study not in finished and (dest / study / "provenance.json").is_file()]
+    missing = [study for study in config["studies"] if study not in finished and study not in kept]
+    if finished:
+        dest.mkdir(parents=True, exist_ok=True)
+        compute, info = _compute(workdir), provenance(workdir, configfile)
+    for study in finished:
+        staging = Path(tempfile.mkdtemp(prefix=f".{study}-", dir=dest))
+        try:
+            _fill(staging, workdir / "results" / "report" / study, configfile, compute, info)
+        except BaseException:  # nothing half-written is left beside the published copies
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        staging.chmod(0o755)  # mkdtemp's 0700 would survive the rename
+        if (dest / study).exists():  # replace the previous copy only once the new one is complete
+            shutil.rmtree(dest / study)
+        staging.rename(dest / study)
+    return finished, kept, missing
 
 
-def _fill(staging: Path, config: dict, configfile: Path, workdir: Path) -> None:
-    published, missing = [], []
-    for study in config["studies"]:
-        report = workdir / "results" / "report" / study
-        if not all((report / name).is_file() for name in REPORT_FILES):
-            missing.append(study)
-            continue
-        (staging / study).mkdir()
-        for path in [*(report / name for name in REPORT_FILES), *sorted(report.glob("*.png"))]:
-            shutil.copy2(path, staging / study / path.name)
-        published.append(study)
-    shutil.copyfile(configfile, staging / "config.yaml")
-    info = provenance(workdir, configfile, published, missing)
+def _compute(workdir: Path) -> tuple[pd.DataFrame, dict]:
     jobs = measured(workdir / "results")
     per_rule = jobs.groupby("rule").agg(jobs=("job", "count"), job_hours=("s", "sum"), max_rss_mb=("max_rss_mb", "max"))
     per_rule["job_hours"] = (per_rule["job_hours"] / 3600).round(3)
-    per_rule.to_csv(staging / "compute.csv")
     hours = invocation_hours(workdir)
-    info["compute"] = {"job_hours": round(float(per_rule["job_hours"].sum()), 2),
-                       "wall_hours": round(sum(hours), 2), "invocations": len(hours)}
-    (staging / "provenance.json").write_text(json.dumps(info, indent=1) + "\n")
+    return per_rule, {"job_hours": round(float(per_rule["job_hours"].sum()), 2),
+                      "wall_hours": round(sum(hours), 2), "invocations": len(hours)}
+
+
+def _fill(staging: Path, report: Path, configfile: Path, compute: tuple[pd.DataFrame, dict], info: dict) -> None:
+    for path in [*(report / name for name in REPORT_FILES), *sorted(report.glob("*.png"))]:
+        shutil.copy2(path, staging / path.name)
+    shutil.copyfile(configfile, staging / "config.yaml")
+    per_rule, totals = compute
+    per_rule.to_csv(staging / "compute.csv")
+    (staging / "provenance.json").write_text(json.dumps({**info, "compute": totals}, indent=1) + "\n")
 
 
 def main() -> None:
@@ -116,11 +124,15 @@ def main() -> None:
     parser.add_argument("--out", default=ROOT / "docs" / "results", type=Path)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    dest = publish(args.configfile, args.workdir, args.out)
-    info = json.loads((dest / "provenance.json").read_text())
-    print(f"{dest}: {', '.join(info['studies']) or 'no study'} published; missing: {', '.join(info['studies_missing']) or 'none'}; "
-          f"{info['compute']['job_hours']} job-hours, {info['compute']['wall_hours']} h wall over "
-          f"{info['compute']['invocations']} invocations")
+    published, kept, missing = publish(args.configfile, args.workdir, args.out)
+    if not published:
+        sys.exit(f"{args.workdir / 'results' / 'report'}: no finished report of a study in {args.configfile} "
+                 f"({', '.join(load_config(args.configfile)['studies'])}); run the workflow first")
+    for study in published:
+        totals = json.loads((args.out / load_config(args.configfile)["name"] / study / "provenance.json").read_text())["compute"]
+        print(f"{study}: published ({totals['job_hours']} job-hours, {totals['wall_hours']} h wall over "
+              f"{totals['invocations']} invocations in the workdir)")
+    print(f"kept as published before: {', '.join(kept) or 'none'}; missing: {', '.join(missing) or 'none'}")
 
 
 if __name__ == "__main__":
