@@ -13,6 +13,7 @@ import soundfile as sf
 
 from dmlm.errors import DmlmError
 from dmlm.noise import bank as B
+from dmlm.noise import recordings, synth
 from dmlm.noise.mix import measured_snr, mix_split, noise_windows, window_indices
 from dmlm.storage import Ragged, read_table, save_ragged, write_table
 
@@ -103,7 +104,7 @@ def test_builtin_bank_tsv_and_arrays(noise_bank, tmp_path):
             assert len(x) == 3 * SR
         else:
             assert SR // 4 <= len(x) <= 3 * SR  # catalogued files are >= 1.3 s before trimming silence
-        assert np.sqrt(np.mean(x ** 2)) == pytest.approx(B.TARGET_RMS, rel=0.05) or np.max(np.abs(x)) == pytest.approx(0.99, rel=1e-3)
+        assert np.sqrt(np.mean(x ** 2)) == pytest.approx(synth.TARGET_RMS, rel=0.05) or np.max(np.abs(x)) == pytest.approx(0.99, rel=1e-3)
         assert np.max(np.abs(x)) <= 0.99 + 1e-6
     # deterministic from the seed: recordings, MIDI renders and synthesized sources (babble is
     # covered by the fixture's own build)
@@ -132,7 +133,7 @@ def test_builtin_recordings_are_the_package_files(noise_bank):
         # the stored audio is the file's audio from start_s, resampled and scaled
         data, sr = sf.read(row["origin"], dtype="float64", always_2d=True)
         a = int(round(float(row["start_s"]) * sr))
-        ref = B._resample(data.mean(axis=1)[a:a + int(np.ceil(3 * sr))], sr, SR)
+        ref = synth.resample(data.mean(axis=1)[a:a + int(np.ceil(3 * sr))], sr, SR)
         x = np.asarray(bank[i], dtype=np.float64)
         ref = ref[: len(x)] - ref[: len(x)].mean()
         assert np.corrcoef(ref, x[: len(ref)])[0, 1] > 0.99, row["name"]
@@ -142,7 +143,7 @@ def test_builtin_recordings_are_the_package_files(noise_bank):
 
 def test_builtin_missing_package_names_it(tmp_path, monkeypatch):
     settings = {"name": "builtin", "seconds_per_source": 1, "seed": 1, "babble_sources": 0}
-    monkeypatch.setitem(B.PACKAGES, "colobot", ("colobot-common-sounds", tmp_path / "nowhere", "GPL-3+"))
+    monkeypatch.setitem(recordings.PACKAGES, "colobot", ("colobot-common-sounds", tmp_path / "nowhere", "GPL-3+"))
     with pytest.raises(DmlmError, match="'colobot-common-sounds'.*not installed"):
         B.build_bank(settings, tmp_path / "out" / "a")
     assert not (tmp_path / "out" / "a.npy").exists()
@@ -211,14 +212,14 @@ def test_coloured_noise_slopes(noise_bank):
     assert _slope_db_per_octave(src["white"], nperseg=4096) == pytest.approx(0.0, abs=0.5)
     assert _slope_db_per_octave(src["pink"], nperseg=4096) == pytest.approx(-3.01, abs=0.5)
     assert _slope_db_per_octave(src["brown"], nperseg=4096) == pytest.approx(-6.02, abs=0.5)
-    long = B.coloured_noise(2 ** 19, 1.0, np.random.default_rng(0))
+    long = synth.coloured_noise(2 ** 19, 1.0, np.random.default_rng(0))
     assert _slope_db_per_octave(long) == pytest.approx(-3.01, abs=0.2)
-    long = B.coloured_noise(2 ** 19, 2.0, np.random.default_rng(0))
+    long = synth.coloured_noise(2 ** 19, 2.0, np.random.default_rng(0))
     assert _slope_db_per_octave(long) == pytest.approx(-6.02, abs=0.2)
 
 
 def test_hum_has_mains_harmonics():
-    x = B.hum(4 * SR, 50.0, np.random.default_rng(1))
+    x = synth.hum(4 * SR, 50.0, np.random.default_rng(1))
     spec = np.abs(np.fft.rfft(x)) ** 2
     f = np.fft.rfftfreq(len(x), 1 / SR)
     harmonics = sum(spec[np.abs(f - k * 50) < 2].sum() for k in range(1, 40))

@@ -111,7 +111,7 @@ def check_pretrained(name: str, backbone: dict) -> list[str]:
 def check_noise_bank(config: dict) -> list[str]:
     """Every file of a MUSAN folder that the bank would read has a readable header, samples and a
     usable rate; the bank job would stop at the first bad one, after the corpus was built."""
-    from dmlm.noise.bank import MIN_SAMPLE_RATE, musan_files, select_musan_files
+    from dmlm.noise.musan import MIN_SAMPLE_RATE, musan_files, select_musan_files
 
     bank = config["noise"]["bank"]
     if "path" not in bank:
