@@ -85,3 +85,34 @@ def weights_records(tmp_path_factory):
         os.environ.pop(RECORDS_ENV, None)
     else:
         os.environ[RECORDS_ENV] = old
+
+
+@pytest.fixture(scope="session")
+def noise_bank(tmp_path_factory):
+    """A small built-in noise bank (3 s a source), built once for the bank and mixing tests."""
+    from dmlm.noise.bank import build_bank
+
+    prefix = tmp_path_factory.mktemp("noise") / "builtin" / "noise"
+    build_bank({"name": "builtin", "seconds_per_source": 3, "seed": 7}, prefix)
+    return prefix
+
+
+SMALL_CORPUS_SIZE = 50  # the acceptance tests of issue 3 run over (at least) 50 generated samples
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """A generated test split of SMALL_CORPUS_SIZE utterances (SMALL_CORPUS settings), built once
+    for the corpus and OCR tests."""
+    from dmlm.corpus.build import build_split
+
+    out = tmp_path_factory.mktemp("corpus") / "test"
+    build_split(out, "test", SMALL_CORPUS_SIZE, SMALL_CORPUS, threads=2, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def manifest(corpus):
+    from dmlm.storage import read_table
+
+    return read_table(corpus / "manifest.tsv")
