@@ -74,17 +74,20 @@ def provenance(workdir: Path, configfile: Path) -> dict:
     }
 
 
-def publish(configfile: Path, workdir: Path, out: Path) -> tuple[list[str], list[str], list[str]]:
-    """Publish every study finished in the workdir; returns (published, kept from before, missing)."""
+def publish(configfile: Path, workdir: Path, out: Path) -> tuple[list[str], list[str], list[str], dict]:
+    """Publish every study finished in the workdir; returns (published, kept from before, missing,
+    the workdir's compute totals); exits naming the studies when none is finished."""
     config = load_config(configfile)  # validated: a typo in the preset is named here, not later
     dest = out / config["name"]
     finished = [study for study in config["studies"]
                 if all((workdir / "results" / "report" / study / name).is_file() for name in REPORT_FILES)]
     kept = [study for study in config["studies"] if study not in finished and (dest / study / "provenance.json").is_file()]
     missing = [study for study in config["studies"] if study not in finished and study not in kept]
-    if finished:
-        dest.mkdir(parents=True, exist_ok=True)
-        compute, info = _compute(workdir), provenance(workdir, configfile)
+    if not finished:
+        raise SystemExit(f"{workdir / 'results' / 'report'}: no finished report of a study in {configfile} "
+                         f"({', '.join(config['studies'])}); run the workflow first")
+    dest.mkdir(parents=True, exist_ok=True)
+    compute, info = _compute(workdir), provenance(workdir, configfile)
     for study in finished:
         staging = Path(tempfile.mkdtemp(prefix=f".{study}-", dir=dest))
         try:
@@ -96,7 +99,7 @@ def publish(configfile: Path, workdir: Path, out: Path) -> tuple[list[str], list
         if (dest / study).exists():  # replace the previous copy only once the new one is complete
             shutil.rmtree(dest / study)
         staging.rename(dest / study)
-    return finished, kept, missing
+    return finished, kept, missing, compute[1]
 
 
 def _compute(workdir: Path) -> tuple[pd.DataFrame, dict]:
@@ -124,14 +127,9 @@ def main() -> None:
     parser.add_argument("--out", default=ROOT / "docs" / "results", type=Path)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    published, kept, missing = publish(args.configfile, args.workdir, args.out)
-    if not published:
-        sys.exit(f"{args.workdir / 'results' / 'report'}: no finished report of a study in {args.configfile} "
-                 f"({', '.join(load_config(args.configfile)['studies'])}); run the workflow first")
-    for study in published:
-        totals = json.loads((args.out / load_config(args.configfile)["name"] / study / "provenance.json").read_text())["compute"]
-        print(f"{study}: published ({totals['job_hours']} job-hours, {totals['wall_hours']} h wall over "
-              f"{totals['invocations']} invocations in the workdir)")
+    published, kept, missing, totals = publish(args.configfile, args.workdir, args.out)
+    print(f"published: {', '.join(published)} ({totals['job_hours']} job-hours, {totals['wall_hours']} h wall over "
+          f"{totals['invocations']} invocations in the workdir)")
     print(f"kept as published before: {', '.join(kept) or 'none'}; missing: {', '.join(missing) or 'none'}")
 
 

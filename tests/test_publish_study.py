@@ -54,6 +54,6 @@ def test_a_study_published_earlier_is_kept_and_one_never_run_is_missing(tiny_run
     (earlier / "provenance.json").write_text('{"published": "by an earlier session"}')
     proc = publish(tiny_run, tmp_path / "out", config)
     assert proc.returncode == 0, proc.stderr
-    assert "tiny: published" in proc.stdout and "kept as published before: earlier; missing: later" in proc.stdout
+    assert "published: tiny (" in proc.stdout and "kept as published before: earlier; missing: later" in proc.stdout
     assert (earlier / "provenance.json").read_text() == '{"published": "by an earlier session"}'
     assert sorted(p.name for p in (tmp_path / "out" / "tiny").iterdir()) == ["earlier", "tiny"]

@@ -149,7 +149,6 @@ def builtin_sources(settings: dict) -> list[tuple[str, str, np.ndarray, dict]]:
     return out
 
 
-
 def _count(settings: dict, key: str, default: int, minimum: int = 0) -> int:
     value = settings.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
@@ -160,7 +159,6 @@ def _count(settings: dict, key: str, default: int, minimum: int = 0) -> int:
 def build_builtin_bank(out_prefix, settings: dict) -> list[tuple[str, str, float]]:
     """Write the built-in bank; returns (name, category, seconds) per source."""
     return _write_bank(out_prefix, builtin_sources(settings))
-
 
 
 def build_bank(settings: dict, out_prefix) -> list[tuple[str, str, float]]:

@@ -85,7 +85,6 @@ def select_musan_files(files: list[tuple[str, str, Path]], settings: dict) -> li
     return kept
 
 
-
 def musan_sources(folder, settings: dict | None = None):
     """Yield (name, category, float32 audio, meta) for the folder's selected files, checked one by
     one (see the module docstring); ``meta["orig_sr"]`` counts the resampled files."""
