@@ -27,6 +27,10 @@ it is deranged across the validation items; a model that copies from the OCR los
 `--trained-run results/runs/<run>` evaluates a model the workflow trained instead of training one:
 it is adopted only if its checkpoint's settings equal the experiment's and the workflow's text
 tokenizer equals the one the experiment trains (so it is the model this command would train).
+
+`--prepare-only --cores 2` makes the token files and stops: run it once for the union of the
+modality sets (e.g. `--modalities A+L+I`) before starting experiments side by side, since two
+Snakemake processes cannot make the same files in one folder at once.
 """
 
 from __future__ import annotations
@@ -145,6 +149,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=YAML", help="change a config value")
     parser.add_argument("--trained-run", type=Path, default=None, help="evaluate this workflow run's model instead of training")
     parser.add_argument("--cores", type=int, default=1, help="cores for Snakemake when token files are missing")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="only make the token files the experiment reads, then stop (so that experiments "
+                             "started side by side afterwards do not run Snakemake on the same files at once)")
     opts = parser.parse_args()
 
     config = yaml.safe_load(opts.configfile.read_text())
@@ -190,6 +197,9 @@ def main() -> None:
         configfile.write_text(yaml.safe_dump(config, sort_keys=False))
     snakemake_targets(configfile, [*(Path(f"{p}.npy") for p in needed), *codebooks.values(),
                                         corpus / "val" / "manifest.tsv", corpus / "train" / "ocr.tsv"], opts.cores, log)
+    if opts.prepare_only:
+        print(f"token files for {opts.modalities} are ready", flush=True)
+        return
 
     tokenizer = out / "tokenizer.json"
     run(["text-tokenizer", "--settings", json.dumps(config["tokens"]["text"]), "--manifest",
