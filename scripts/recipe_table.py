@@ -76,6 +76,8 @@ def main() -> None:
         values = [r["wer"][cond] for _, r in results]
         spread = f" (sd {statistics.stdev(values):.1f})" if len(values) > 1 else ""
         print(f"mean val WER {cond}: {statistics.mean(values):.1f}{spread} over {len(values)} runs")
+    overall = statistics.mean(r["wer"][c] for _, r in results for c in conds)
+    print(f"mean val WER over the {len(conds)} conditions and {len(results)} runs: {overall:.2f}")
 
 
 if __name__ == "__main__":

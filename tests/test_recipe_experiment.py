@@ -39,6 +39,26 @@ def test_a_workflow_run_is_evaluated_on_validation(tiny_run):
     hyps = (out / "eval-val" / "clean" / "hyps.tsv").read_text().splitlines()
     val = (tiny_run / "results" / "corpus" / "3eq-tiny" / "val" / "manifest.tsv").read_text().splitlines()[1:]
     assert {h.split("\t")[0] for h in hyps[1:]} == {row.split("\t")[0] for row in val}
+    # the table the recipe log's rows and decisions are printed with
+    table = subprocess.run([sys.executable, str(ROOT / "scripts" / "recipe_table.py"), str(out)],
+                           capture_output=True, text=True, timeout=60, check=True).stdout
+    overall = sum(result["wer"].values()) / 2
+    assert f"mean val WER over the 2 conditions and 1 runs: {overall:.2f}" in table
+    assert f"| a-o | A+O | s0 | - | {result['best_val_transcript_loss']:.2f} |" in table
+
+
+@pytest.mark.slow
+def test_prepare_only_makes_the_token_files_and_trains_nothing(tiny_run):
+    """Experiments started side by side must not run Snakemake on the same files at once: one
+    `--prepare-only` call makes them first."""
+    tokens = tiny_run / "results" / "tokens" / "3eq-tiny" / "audio" / "mfcc" / "snr-10" / "val.npy"
+    tokens.unlink(missing_ok=True)
+    proc = experiment(tiny_run, "prep", "--modalities", "A+O", "--prepare-only", "--cores", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "token files for A+O are ready" in proc.stdout
+    assert tokens.exists()
+    out = tiny_run / "exp" / "prep"
+    assert not (out / "run").exists() and not (out / "result.json").exists() and not (out / "tokenizer.json").exists()
 
 
 @pytest.mark.slow
