@@ -178,7 +178,8 @@ def main() -> None:
     record = out / "experiment.json"
     if record.exists() and json.loads(record.read_text()) != asked:
         raise SystemExit(f"{out} holds another experiment ({record.read_text().strip()}); choose another folder")
-    record.write_text(json.dumps(asked) + "\n")
+    if not opts.prepare_only:  # a folder that only made token files holds no experiment
+        record.write_text(json.dumps(asked) + "\n")
     log = out / "dmlm.log"
 
     train_cond = grid.train_cond(config, study["train_noise"][0])

@@ -59,6 +59,7 @@ def test_prepare_only_makes_the_token_files_and_trains_nothing(tiny_run):
     assert tokens.exists()
     out = tiny_run / "exp" / "prep"
     assert not (out / "run").exists() and not (out / "result.json").exists() and not (out / "tokenizer.json").exists()
+    assert not (out / "experiment.json").exists()  # the folder can still hold any experiment
 
 
 @pytest.mark.slow
