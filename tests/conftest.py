@@ -56,7 +56,7 @@ def copy_workflow(dest: Path) -> Path:
     """The workflow files (not results) in a folder of their own, so tests may edit the sources."""
     for name in ("Snakefile", "workflow_config.yaml"):
         shutil.copy(ROOT / name, dest / name)
-    for name in ("rules", "presets", "src"):
+    for name in ("rules", "presets", "profiles", "src"):
         shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     return dest
 
