@@ -7,9 +7,11 @@ Per study of the preset whose report is finished in the workdir: results/report/
 rb.csv, perceptual.csv, speed.csv, contrasts.csv, summary.md, figures) -> <out>/<preset>/<study>/,
 beside config.yaml (the config file, byte for byte), provenance.json (the workdir's commit when
 published, machine, package versions) and compute.csv (per rule: jobs, job-hours, largest resident
-set, from the workflow's own benchmark records; provenance.json adds the wall-clock hours of every
-Snakemake invocation that ran jobs, .snakemake/log). The compute counts everything the workdir
-ran: run a study in a folder of its own for its own total.
+set, from the workflow's own benchmark records). The compute is the study's own: the jobs its
+report depends on (Snakemake's plan of the report from scratch, `-n --forceall`), runs shared with
+another study included, so each study's total is what it costs alone, however the workdir was
+shared. provenance.json adds each Snakemake invocation (.snakemake/log) that ran one of those jobs:
+its start, wall-clock hours, and how many of its jobs were the study's.
 
 A study whose report is not in the workdir keeps its earlier published copy untouched (or is
 listed as missing), so a preset too large for one machine session is published study by study
@@ -43,16 +45,34 @@ REPORT_FILES = ("wer.csv", "rb.csv", "perceptual.csv", "speed.csv", "contrasts.c
 STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
 
 
-def invocation_hours(workdir: Path) -> list[float]:
-    """Wall-clock hours of each Snakemake invocation in the workdir that ran a job (first to last
-    timestamp of its log); dry runs and invocations with nothing to do have fewer than 2 stamps."""
-    hours = []
+BENCHMARK = re.compile(r"^\s*benchmark: results/benchmarks/(\S+)$", re.M)
+
+
+def study_jobs(workdir: Path, configfile: Path, study: str) -> set[str]:
+    """Benchmark records (paths under results/benchmarks) of every job the study's report depends
+    on: Snakemake's own plan of it from scratch, in the workdir's Snakefile."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--forceall", "--snakefile", str(workdir / "Snakefile"),
+         "--directory", str(workdir), "--configfile", str(configfile.resolve()), "--replace-workflow-config",
+         "--workflow-profile", "none", f"results/report/{study}/summary.md"],
+        capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"planning study {study} in {workdir} failed:\n{proc.stderr[-3000:]}")
+    return set(BENCHMARK.findall(proc.stdout + proc.stderr))
+
+
+def invocations(workdir: Path) -> list[dict]:
+    """Each Snakemake invocation of the workdir that ran a job: start, wall-clock hours (first to
+    last timestamp of its log) and the benchmark records of the jobs it started."""
+    runs = []
     for log in sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log")):
+        text = log.read_text(errors="replace")
         stamps = [datetime.strptime(" ".join(m.group(1).split()), "%a %b %d %H:%M:%S %Y")
-                  for line in log.read_text(errors="replace").splitlines() if (m := STAMP.match(line.strip()))]
-        if len(stamps) >= 2:
-            hours.append((stamps[-1] - stamps[0]).total_seconds() / 3600)
-    return hours
+                  for line in text.splitlines() if (m := STAMP.match(line.strip()))]
+        if len(stamps) >= 2:  # dry runs and runs with nothing to do have fewer
+            runs.append({"start": stamps[0].isoformat(), "hours": (stamps[-1] - stamps[0]).total_seconds() / 3600,
+                         "jobs": set(BENCHMARK.findall(text))})
+    return runs
 
 
 def provenance(workdir: Path, configfile: Path) -> dict:
@@ -76,7 +96,7 @@ def provenance(workdir: Path, configfile: Path) -> dict:
 
 def publish(configfile: Path, workdir: Path, out: Path) -> tuple[list[str], list[str], list[str], dict]:
     """Publish every study finished in the workdir; returns (published, kept from before, missing,
-    the workdir's compute totals); exits naming the studies when none is finished."""
+    each study's compute totals); exits naming the studies when none is finished."""
     config = load_config(configfile)  # validated: a typo in the preset is named here, not later
     dest = out / config["name"]
     finished = [study for study in config["studies"]
@@ -87,8 +107,11 @@ def publish(configfile: Path, workdir: Path, out: Path) -> tuple[list[str], list
         raise SystemExit(f"{workdir / 'results' / 'report'}: no finished report of a study in {configfile} "
                          f"({', '.join(config['studies'])}); run the workflow first")
     dest.mkdir(parents=True, exist_ok=True)
-    compute, info = _compute(workdir), provenance(workdir, configfile)
+    info, runs = provenance(workdir, configfile), invocations(workdir)
+    totals = {}
     for study in finished:
+        compute = _compute(workdir, study_jobs(workdir, configfile, study), runs)
+        totals[study] = compute[1]
         staging = Path(tempfile.mkdtemp(prefix=f".{study}-", dir=dest))
         try:
             _fill(staging, workdir / "results" / "report" / study, configfile, compute, info)
@@ -99,16 +122,19 @@ def publish(configfile: Path, workdir: Path, out: Path) -> tuple[list[str], list
         if (dest / study).exists():  # replace the previous copy only once the new one is complete
             shutil.rmtree(dest / study)
         staging.rename(dest / study)
-    return finished, kept, missing, compute[1]
+    return finished, kept, missing, totals
 
 
-def _compute(workdir: Path) -> tuple[pd.DataFrame, dict]:
-    jobs = measured(workdir / "results")
-    per_rule = jobs.groupby("rule").agg(jobs=("job", "count"), job_hours=("s", "sum"), max_rss_mb=("max_rss_mb", "max"))
+def _compute(workdir: Path, jobs: set[str], runs: list[dict]) -> tuple[pd.DataFrame, dict]:
+    records = measured(workdir / "results")
+    records = records[records["job"].isin(jobs)]
+    per_rule = records.groupby("rule").agg(jobs=("job", "count"), job_hours=("s", "sum"), max_rss_mb=("max_rss_mb", "max"))
     per_rule["job_hours"] = (per_rule["job_hours"] / 3600).round(3)
-    hours = invocation_hours(workdir)
-    return per_rule, {"job_hours": round(float(per_rule["job_hours"].sum()), 2),
-                      "wall_hours": round(sum(hours), 2), "invocations": len(hours)}
+    ran = [{"start": run["start"], "wall_hours": round(run["hours"], 2), "jobs_of_study": len(run["jobs"] & jobs),
+            "jobs": len(run["jobs"])} for run in runs if run["jobs"] & jobs]
+    return per_rule, {"job_hours": round(float(per_rule["job_hours"].sum()), 2), "jobs": len(jobs),
+                      "jobs_without_record": len(jobs - set(records["job"])),
+                      "wall_hours": round(sum(run["wall_hours"] for run in ran), 2), "invocations": ran}
 
 
 def _fill(staging: Path, report: Path, configfile: Path, compute: tuple[pd.DataFrame, dict], info: dict) -> None:
@@ -128,8 +154,10 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     published, kept, missing, totals = publish(args.configfile, args.workdir, args.out)
-    print(f"published: {', '.join(published)} ({totals['job_hours']} job-hours, {totals['wall_hours']} h wall over "
-          f"{totals['invocations']} invocations in the workdir)")
+    for study, total in totals.items():
+        print(f"published: {study} ({total['job_hours']} job-hours over {total['jobs']} jobs, "
+              f"{total['jobs_without_record']} without a benchmark record; {len(total['invocations'])} invocations "
+              f"ran its jobs, {total['wall_hours']} h wall in all)")
     print(f"kept as published before: {', '.join(kept) or 'none'}; missing: {', '.join(missing) or 'none'}")
 
 

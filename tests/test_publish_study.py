@@ -19,7 +19,14 @@ def publish(workdir, out, configfile=TINY):
 
 
 def test_publishes_tables_config_and_compute(tiny_run, tmp_path):
-    proc = publish(tiny_run, tmp_path)
+    # a benchmark record of a job outside the study (another study's run in a shared workdir)
+    # must not count in its compute
+    stray = tiny_run / "results" / "benchmarks" / "train" / "A.mfcc.mix.opt-tiny.paper.s99.tsv"
+    stray.write_text(next((tiny_run / "results" / "benchmarks" / "train").glob("*.tsv")).read_text())
+    try:
+        proc = publish(tiny_run, tmp_path)
+    finally:
+        stray.unlink()
     assert proc.returncode == 0, proc.stderr
     dest = tmp_path / "tiny" / "tiny"
     for name in ("wer.csv", "rb.csv", "perceptual.csv", "speed.csv", "contrasts.csv", "summary.md", "rb.png"):
@@ -31,6 +38,10 @@ def test_publishes_tables_config_and_compute(tiny_run, tmp_path):
     compute = pd.read_csv(dest / "compute.csv").set_index("rule")
     assert compute.loc["train", "jobs"] == 2 and compute.loc["evaluate", "jobs"] == 4
     assert info["compute"]["job_hours"] > 0 and info["compute"]["wall_hours"] > 0
+    assert info["compute"]["jobs"] == compute["jobs"].sum() and info["compute"]["jobs_without_record"] == 0
+    # the fixture's one invocation ran every job of the study and nothing else
+    [run] = info["compute"]["invocations"]
+    assert run["jobs_of_study"] == run["jobs"] == info["compute"]["jobs"]
     assert [p.name for p in (tmp_path / "tiny").iterdir()] == ["tiny"]  # no staging folder left
 
 
