@@ -1,7 +1,7 @@
 """Copy a preset's finished study reports into docs/results/<preset>/<study>/, each with the exact
 config, the code version and the compute it took, so that docs/results.md cites committed files.
 
-    .venv/bin/python scripts/publish_study.py --configfile presets/study.yaml [--workdir .] [--out docs/results]
+    .venv/bin/python scripts/publish_study.py --configfile presets/study.yaml [--workdir .] [--out docs/results] [--study NAME]
 
 Per study of the preset whose report is finished in the workdir: results/report/<study>/ (wer.csv,
 rb.csv, perceptual.csv, speed.csv, contrasts.csv, summary.md, figures) -> <out>/<preset>/<study>/,
@@ -94,13 +94,17 @@ def provenance(workdir: Path, configfile: Path) -> dict:
     }
 
 
-def publish(configfile: Path, workdir: Path, out: Path) -> tuple[list[str], list[str], list[str], dict]:
-    """Publish every study finished in the workdir; returns (published, kept from before, missing,
-    each study's compute totals); exits naming the studies when none is finished."""
+def publish(configfile: Path, workdir: Path, out: Path, only: list[str] | None = None) -> tuple[list[str], list[str], list[str], dict]:
+    """Publish every study finished in the workdir (or those of `only`); returns (published, kept
+    from before, missing, each study's compute totals); exits naming the studies when none is
+    finished."""
     config = load_config(configfile)  # validated: a typo in the preset is named here, not later
+    unknown = sorted(set(only or []) - set(config["studies"]))
+    if unknown:
+        raise SystemExit(f"--study {', '.join(unknown)}: not a study of {configfile} ({', '.join(config['studies'])})")
     dest = out / config["name"]
-    finished = [study for study in config["studies"]
-                if all((workdir / "results" / "report" / study / name).is_file() for name in REPORT_FILES)]
+    finished = [study for study in config["studies"] if (only is None or study in only)
+                and all((workdir / "results" / "report" / study / name).is_file() for name in REPORT_FILES)]
     kept = [study for study in config["studies"] if study not in finished and (dest / study / "provenance.json").is_file()]
     missing = [study for study in config["studies"] if study not in finished and study not in kept]
     if not finished:
@@ -151,9 +155,11 @@ def main() -> None:
     parser.add_argument("--configfile", required=True, type=Path)
     parser.add_argument("--workdir", default=Path("."), type=Path, help="the folder the study ran in")
     parser.add_argument("--out", default=ROOT / "docs" / "results", type=Path)
+    parser.add_argument("--study", action="append", help="publish only this study (repeatable); default: every "
+                        "finished one. Others keep their published copies")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    published, kept, missing, totals = publish(args.configfile, args.workdir, args.out)
+    published, kept, missing, totals = publish(args.configfile, args.workdir, args.out, args.study)
     for study, total in totals.items():
         print(f"published: {study} ({total['job_hours']} job-hours over {total['jobs']} jobs, "
               f"{total['jobs_without_record']} without a benchmark record; {len(total['invocations'])} invocations "

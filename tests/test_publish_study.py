@@ -13,9 +13,9 @@ from conftest import ROOT, TINY
 pytestmark = pytest.mark.slow
 
 
-def publish(workdir, out, configfile=TINY):
+def publish(workdir, out, configfile=TINY, *args):
     return subprocess.run([sys.executable, str(ROOT / "scripts" / "publish_study.py"), "--configfile", str(configfile),
-                           "--workdir", str(workdir), "--out", str(out)], capture_output=True, text=True, timeout=300)
+                           "--workdir", str(workdir), "--out", str(out), *args], capture_output=True, text=True, timeout=300)
 
 
 def test_publishes_tables_config_and_compute(tiny_run, tmp_path):
@@ -53,6 +53,11 @@ def test_a_workdir_without_a_finished_report_publishes_nothing(tmp_path):
     assert list((tmp_path / "out").iterdir()) == []
 
 
+def test_an_unknown_study_is_named(tmp_path):
+    proc = publish(tmp_path, tmp_path / "out", TINY, "--study", "tiny", "--study", "nope")
+    assert proc.returncode != 0 and "--study nope: not a study of" in proc.stderr
+
+
 def test_a_study_published_earlier_is_kept_and_one_never_run_is_missing(tiny_run, tmp_path):
     """A preset published study by study, one machine session each: publishing the next study
     leaves the earlier ones as they were."""
@@ -63,7 +68,7 @@ def test_a_study_published_earlier_is_kept_and_one_never_run_is_missing(tiny_run
     earlier = tmp_path / "out" / "tiny" / "earlier"
     earlier.mkdir(parents=True)
     (earlier / "provenance.json").write_text('{"published": "by an earlier session"}')
-    proc = publish(tiny_run, tmp_path / "out", config)
+    proc = publish(tiny_run, tmp_path / "out", config, "--study", "tiny", "--study", "later")
     assert proc.returncode == 0, proc.stderr
     assert "published: tiny (" in proc.stdout and "kept as published before: earlier; missing: later" in proc.stdout
     assert (earlier / "provenance.json").read_text() == '{"published": "by an earlier session"}'
