@@ -179,6 +179,8 @@ rule text_tokenizer:
         code=code_version("tokens", "_text_tokenizer"),
     log:
         "results/logs/text_tokenizer/{dataset}/{textenc}.log",
+    benchmark:
+        "results/benchmarks/text_tokenizer/{dataset}/{textenc}.tsv"
     priority: PRIORITY_PREPARE
     threads: rule_threads("text_tokenizer", 1)
     resources:
@@ -203,6 +205,8 @@ rule encode_text:
         code=code_version("tokens", "_encode_text"),
     log:
         "results/logs/encode_text/{dataset}/{field}/{textenc}/{split}.log",
+    benchmark:
+        "results/benchmarks/encode_text/{dataset}/{field}/{textenc}/{split}.tsv"
     priority: PRIORITY_PREPARE
     threads: rule_threads("encode_text", 1)
     resources:

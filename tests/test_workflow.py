@@ -1,6 +1,7 @@
 """End to end through Snakemake on the tiny preset: outputs, and what a change reruns."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,9 +25,17 @@ def test_dry_run_plans_every_stage(tmp_path):
     from conftest import copy_workflow
 
     workdir = copy_workflow(tmp_path)
-    rules = planned_rules(snakemake(workdir, "-n"))
+    proc = snakemake(workdir, "-n")
+    rules = planned_rules(proc)
     assert set(rules) >= {"corpus", "ocr", "noise_bank", "mix", "fit_codebook", "encode_audio",
                           "encode_text", "text_tokenizer", "train", "evaluate", "evaluate_permuted", "report"}
+    # every job keeps a log and a benchmark record (a study's published compute sums the records)
+    jobs = re.split(r"^(?:local)?rule (\w+):$", proc.stdout, flags=re.M)[1:]
+    assert set(jobs[::2]) >= set(rules)
+    for rule, block in zip(jobs[::2], jobs[1::2]):
+        if rule != "all":
+            assert re.search(r"^\s+log: results/logs/", block, re.M), rule
+            assert re.search(r"^\s+benchmark: results/benchmarks/" + rule + "/", block, re.M), rule
 
 
 def test_report_numbers_come_from_the_runs(tiny_run):
