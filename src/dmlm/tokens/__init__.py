@@ -31,7 +31,8 @@ ENCODERS = {
         "logmel_kmeans": "dmlm.tokens.audio",
         "whisper_kmeans": "dmlm.tokens.whisper",
     },
-    "lips": {"pixel_kmeans": "dmlm.tokens.lips", "viseme_oracle": "dmlm.tokens.visemes"},
+    "lips": {"pixel_kmeans": "dmlm.tokens.lips", "viseme_oracle": "dmlm.tokens.visemes",
+             "lip_reader": "dmlm.tokens.lipreader"},
     "image": {"patch_kmeans": "dmlm.tokens.image", "craft_kmeans": "dmlm.tokens.craft", "raster": "dmlm.tokens.raster"},
 }
 

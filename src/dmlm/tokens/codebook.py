@@ -26,6 +26,7 @@ N_INIT = 3  # k-means++ restarts (fixed: results must not depend on a library de
 BATCH_SIZE = 4096  # MiniBatchKMeans batch size
 MAX_ITER = 100
 ENCODE_BATCH = 16384  # rows per distance matrix when encoding
+ARRAY_PREFIX = "array:"  # .npz keys of a trained encoder's arrays
 
 
 def require(settings: dict, key: str, modality: str):
@@ -111,14 +112,16 @@ def _threads() -> int:
 
 
 class Codebook:
-    """``n_units`` centroids plus the settings they were fitted with."""
+    """``n_units`` centroids plus the settings they were fitted with; ``arrays``: named arrays a
+    trained encoder keeps beside them (its network weights), saved as ``array:<name>``."""
 
-    def __init__(self, centroids: np.ndarray, settings: dict):
+    def __init__(self, centroids: np.ndarray, settings: dict, arrays: dict[str, np.ndarray] | None = None):
         centroids = np.asarray(centroids, dtype=np.float32)
         if centroids.ndim != 2 or len(centroids) == 0:
             raise ValueError(f"centroids must be a non-empty 2-D array, got shape {centroids.shape}")
         self.centroids = centroids
         self.settings = dict(settings)
+        self.arrays = {name: np.asarray(value) for name, value in (arrays or {}).items()}
         self._torch_centroids = None
 
     @property
@@ -164,7 +167,8 @@ class Codebook:
         settings_json = json.dumps(self.settings, sort_keys=True)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
-                np.savez(f, centroids=self.centroids, settings=np.array(settings_json))
+                np.savez(f, centroids=self.centroids, settings=np.array(settings_json),
+                         **{f"{ARRAY_PREFIX}{name}": value for name, value in self.arrays.items()})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Codebook":
@@ -175,11 +179,12 @@ class Codebook:
             with np.load(path, allow_pickle=False) as npz:
                 centroids = npz["centroids"]
                 settings = json.loads(str(npz["settings"]))
+                arrays = {key[len(ARRAY_PREFIX):]: npz[key] for key in npz.files if key.startswith(ARRAY_PREFIX)}
         except (KeyError, ValueError, OSError) as err:
             raise DmlmError(f"{path}: not a codebook file ({err})") from None
         if centroids.ndim != 2 or len(centroids) == 0:
             raise DmlmError(f"{path}: centroids have shape {centroids.shape}, expected (n_units, dim)")
-        return cls(centroids, settings)
+        return cls(centroids, settings, arrays)
 
     def encode(self, features: np.ndarray) -> np.ndarray:
         """int32 id of the nearest centroid for each row of ``features`` ((n, dim) -> (n,))."""

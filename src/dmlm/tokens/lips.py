@@ -109,18 +109,23 @@ class _Features:
         return np.concatenate([[0], np.cumsum(-(-np.diff(frames.offsets) // self.stack))])
 
     def chunks(self, frames, label: str):
-        """(first item, stacked rows of items [first, next first)) over groups of whole utterances of
-        at most CHUNK_FRAMES frames each (one utterance where it alone is longer): bounded memory,
-        and stacking never crosses an utterance."""
-        starts = [0]
-        for i in range(1, len(frames)):
-            if frames.offsets[i + 1] - frames.offsets[starts[-1]] > CHUNK_FRAMES:  # adding item i overflows
-                starts.append(i)
-        for a, b in progress(list(zip(starts, [*starts[1:], len(frames)])), label):
-            span = frames.read_rows(int(frames.offsets[a]), int(frames.offsets[b]))  # read, don't map
-            base = frames.offsets[a]
-            rows = [self(span[frames.offsets[i] - base : frames.offsets[i + 1] - base]) for i in range(a, b)]
-            yield a, np.concatenate(rows)
+        """(first item, stacked rows of its group of utterances) over ``utterance_groups``: stacking
+        never crosses an utterance."""
+        for first, utterances in utterance_groups(frames, label):
+            yield first, np.concatenate([self(u) for u in utterances])
+
+
+def utterance_groups(frames, label: str):
+    """(first item, uint8 frames of each utterance of the group) over groups of whole utterances of
+    at most CHUNK_FRAMES frames each (one utterance where it alone is longer): bounded memory."""
+    starts = [0]
+    for i in range(1, len(frames)):
+        if frames.offsets[i + 1] - frames.offsets[starts[-1]] > CHUNK_FRAMES:  # adding item i overflows
+            starts.append(i)
+    for a, b in progress(list(zip(starts, [*starts[1:], len(frames)])), label):
+        span = frames.read_rows(int(frames.offsets[a]), int(frames.offsets[b]))  # read, don't map
+        base = frames.offsets[a]
+        yield a, [span[frames.offsets[i] - base : frames.offsets[i + 1] - base] for i in range(a, b)]
 
 
 def load_frames(media_path: str | os.PathLike):

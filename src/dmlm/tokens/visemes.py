@@ -28,7 +28,8 @@ ENCODER = "viseme_oracle"
 DEFAULT_FPS = 25
 
 
-def _stack(settings: dict) -> int:
+def frame_stack(settings: dict) -> int:
+    """``frame_stack`` of the settings (default 1), checked."""
     return positive_int(settings, "frame_stack", "lips") if "frame_stack" in settings else 1
 
 
@@ -78,14 +79,14 @@ def read_events(media_path: str | os.PathLike) -> tuple[list[list], np.ndarray]:
 
 
 def check_settings(settings: dict) -> None:
-    _stack(settings)
+    frame_stack(settings)
 
 
 def fit(settings: dict, media_path: str | os.PathLike) -> Codebook:
     """The fixed viseme vocabulary (no learning); reads the split to check its phoneme events."""
     from dmlm.corpus.lips import VISEMES
 
-    _stack(settings)
+    frame_stack(settings)
     read_events(media_path)
     ids = np.arange(len(VISEMES), dtype=np.float32)[:, None]  # "centroids": the ids themselves
     return Codebook(ids, {**settings, "modality": "lips"})
@@ -98,7 +99,7 @@ def encode(codebook: Codebook, media_path: str | os.PathLike, return_frames: boo
 
     if codebook.n_units != len(VISEMES):
         raise DmlmError(f"viseme codebook has {codebook.n_units} ids, this code has {len(VISEMES)} visemes (fit it again)")
-    k = _stack(codebook.settings)
+    k = frame_stack(codebook.settings)
     fps = float(codebook.settings.get("fps", DEFAULT_FPS))
     collapse = bool(codebook.settings.get("collapse_repeats", False))
     events, offsets = read_events(media_path)
@@ -112,4 +113,4 @@ def encode(codebook: Codebook, media_path: str | os.PathLike, return_frames: boo
 
 def describe(codebook: Codebook) -> dict:
     fps = float(codebook.settings.get("fps", DEFAULT_FPS))
-    return {"vocab_size": codebook.n_units, "frame_rate": fps / _stack(codebook.settings)}
+    return {"vocab_size": codebook.n_units, "frame_rate": fps / frame_stack(codebook.settings)}
