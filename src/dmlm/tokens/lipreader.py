@@ -118,16 +118,16 @@ def fit(settings: dict, media_path: str | os.PathLike) -> Codebook:
     size = _size(settings, frames)
     events, offsets = read_events(media_path)
     chosen = sample_indices(int(offsets[-1]), n_fit, seed)  # sorted frame indices
-    inputs, labels = [], []
+    bounds = np.searchsorted(chosen, offsets)  # chosen[bounds[i]:bounds[i + 1]] lie in utterance i
+    inputs = np.empty((len(chosen), 2 * context + 1, size, size), dtype=np.float32)  # filled in place
+    labels = np.empty(len(chosen), dtype=np.int64)
     for first, utterances in _chunks(frames, size, "lip reader inputs (fit)"):
         for i, x in enumerate(utterances, start=first):
-            picked = chosen[(chosen >= offsets[i]) & (chosen < offsets[i + 1])] - offsets[i]
-            if len(picked):
-                inputs.append(_windows(x, context, picked))
-                labels.append(frame_visemes(events[i], len(x), fps)[picked])
-    x = torch.from_numpy(np.concatenate(inputs))
-    y = torch.from_numpy(np.concatenate(labels).astype(np.int64))
-    del inputs
+            a, b = bounds[i], bounds[i + 1]
+            picked = chosen[a:b] - offsets[i]
+            inputs[a:b] = _windows(x, context, picked)
+            labels[a:b] = frame_visemes(events[i], len(x), fps)[picked]
+    x, y = torch.from_numpy(inputs), torch.from_numpy(labels)
     torch.manual_seed(seed)
     net = _network(2 * context + 1, size, width, len(VISEMES))
     optimiser = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
