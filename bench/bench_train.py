@@ -238,7 +238,7 @@ def main() -> None:
     print(f"{'variant':<18}{'real tokens/s':>14}{'padding':>9}{'vs plain':>10}")
     for v in variants:
         print(f"{v.name:<18}{v.rate:>14.0f}{v.padding:>9.1%}{v.rate / base:>9.2f}x")
-    print(f"\n(3) Mamba vs OPT on the CPU, our step, equal size")
+    print("\n(3) Mamba vs OPT on the CPU, our step, equal size")
     print(f"{args.opt:<14}{opt_params / 1e6:>6.2f}M {variants[-1].rate:>8.0f} tokens/s")
     print(f"{args.mamba:<14}{mamba_params / 1e6:>6.2f}M {mamba.rate:>8.0f} tokens/s")
     print(f"OPT / Mamba: {variants[-1].rate / mamba.rate:.2f}x")
