@@ -111,6 +111,21 @@ def corpus(tmp_path_factory):
     return out
 
 
+VISUAL_TRAIN, VISUAL_TEST = 24, 12  # utterances of the visual tokenizer tests' corpus
+
+
+@pytest.fixture(scope="session")
+def visual_corpus(tmp_path_factory):
+    """A train split (2 speakers) and a test split (the 2 others) for the image and lip tokenizer
+    tests, built once."""
+    from dmlm.corpus.build import build_split
+
+    root = tmp_path_factory.mktemp("visual")
+    build_split(root / "train", "train", VISUAL_TRAIN, SMALL_CORPUS, threads=1, progress=False)
+    build_split(root / "test", "test", VISUAL_TEST, SMALL_CORPUS, threads=1, progress=False)
+    return root
+
+
 @pytest.fixture(scope="session")
 def manifest(corpus):
     from dmlm.storage import read_table

@@ -8,24 +8,18 @@ import json
 import numpy as np
 import pytest
 
-from dmlm.corpus.build import build_split
 from dmlm.errors import DmlmError
 from dmlm.storage import Ragged, read_table
 from dmlm.tokens import lipreader, lips, visemes
 from dmlm.tokens.codebook import Codebook
-
-from conftest import SMALL_CORPUS  # noqa: E402
 
 SETTINGS = {"encoder": "lip_reader", "fit_frames": 4000, "downsample": 22, "epochs": 6, "seed": 1234,
             "collapse_repeats": False}
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lipreader")
-    build_split(root / "train", "train", 24, SMALL_CORPUS, threads=1, progress=False)
-    build_split(root / "test", "test", 12, SMALL_CORPUS, threads=1, progress=False)
-    return root
+def corpus(visual_corpus):
+    return visual_corpus
 
 
 @pytest.fixture(scope="module")

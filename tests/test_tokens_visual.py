@@ -11,23 +11,18 @@ import json
 import numpy as np
 import pytest
 
-from dmlm.corpus.build import build_split
 from dmlm.errors import DmlmError
 from dmlm.storage import Ragged, read_table, save_ragged, write_table
 from dmlm.tokens import craft, image, lips, raster, visemes
 from dmlm.tokens.codebook import Codebook
 
-from conftest import SMALL_CORPUS as SETTINGS  # noqa: E402
-N_TRAIN, N_TEST = 24, 12
+from conftest import VISUAL_TEST as N_TEST  # noqa: E402
 PATCH = 25
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("visual")
-    build_split(root / "train", "train", N_TRAIN, SETTINGS, threads=1, progress=False)
-    build_split(root / "test", "test", N_TEST, SETTINGS, threads=1, progress=False)
-    return root
+def corpus(visual_corpus):
+    return visual_corpus
 
 
 def craft_settings(**kw):
