@@ -18,13 +18,17 @@ Units: the most likely viseme of each frame; ``frame_stack`` (the most frequent 
 ``collapse_repeats`` as the oracle, whose vocabulary (15 visemes) it shares, so the two are
 compared unit for unit.
 
-The codebook file keeps the network's weights beside the usual centroids (the viseme ids).
+The codebook file keeps the network's weights beside the usual centroids (the viseme ids). Training
+and encoding run on one thread whatever the job's thread count: float sums in another order give
+other weights (tests/test_lip_reader.py fits on 1 and on 2 threads), and the same config and seed
+must give the same tokens.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -40,6 +44,18 @@ DEFAULTS = {"context": 2, "width": 16, "epochs": 8}
 BATCH = 256
 LEARNING_RATE = 1e-3
 HIDDEN = 128
+
+
+@contextmanager
+def _one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _setting(settings: dict, key: str) -> int:
@@ -128,11 +144,23 @@ def fit(settings: dict, media_path: str | os.PathLike) -> Codebook:
             inputs[a:b] = _windows(x, context, picked)
             labels[a:b] = frame_visemes(events[i], len(x), fps)[picked]
     x, y = torch.from_numpy(inputs), torch.from_numpy(labels)
+    with _one_thread():
+        weights = _train(x, y, 2 * context + 1, size, width, epochs, seed)
+    ids = np.arange(len(VISEMES), dtype=np.float32)[:, None]  # the units are the visemes
+    return Codebook(ids, {**settings, "modality": "lips", **{k: _setting(settings, k) for k in DEFAULTS}}, weights)
+
+
+def _train(x, y, n_frames: int, size: int, width: int, epochs: int, seed: int) -> dict[str, np.ndarray]:
+    """The network trained on inputs ``x`` and viseme labels ``y``; its weights by name."""
+    import torch
+
+    from dmlm.corpus.lips import VISEMES
+
     torch.manual_seed(seed)
-    net = _network(2 * context + 1, size, width, len(VISEMES))
+    net = _network(n_frames, size, width, len(VISEMES))
     optimiser = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
     order = torch.Generator().manual_seed(seed)
-    print(f"[tokens] training the lip reader on {len(y)} frames ({2 * context + 1} x {size}x{size} inputs), "
+    print(f"[tokens] training the lip reader on {len(y)} frames ({n_frames} x {size}x{size} inputs), "
           f"{epochs} epochs", file=sys.stderr)
     for epoch in progress(range(epochs), "lip reader (epochs)"):
         net.train()
@@ -147,9 +175,7 @@ def fit(settings: dict, media_path: str | os.PathLike) -> Codebook:
             correct += int((logits.argmax(1) == y[batch]).sum())
         print(f"[tokens] lip reader epoch {epoch + 1}: loss {total / len(y):.3f}, "
               f"training accuracy {correct / len(y):.3f}", file=sys.stderr)
-    weights = {name: value.detach().numpy().copy() for name, value in net.state_dict().items()}
-    ids = np.arange(len(VISEMES), dtype=np.float32)[:, None]  # the units are the visemes
-    return Codebook(ids, {**settings, "modality": "lips", **{k: _setting(settings, k) for k in DEFAULTS}}, weights)
+    return {name: value.detach().numpy().copy() for name, value in net.state_dict().items()}
 
 
 def _load_network(codebook: Codebook, size: int):
@@ -175,7 +201,7 @@ def encode(codebook: Codebook, media_path: str | os.PathLike, return_frames: boo
     context = int(codebook.settings["context"])
     k, collapse = frame_stack(codebook.settings), bool(codebook.settings.get("collapse_repeats", False))
     out, kept = [], []
-    with torch.no_grad():
+    with torch.no_grad(), _one_thread():
         for _, utterances in _chunks(frames, size, "lip reader tokens"):
             for x in utterances:
                 ids = net(torch.from_numpy(_windows(x, context))).argmax(1).numpy().astype(np.int32)
