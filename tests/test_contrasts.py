@@ -141,3 +141,18 @@ def test_noise_trend_compares_each_snr_with_the_noisiest():
     assert (trend["modalities"], trend["reference"], trend["value"], trend["metric"]) == ("A+L", -10, 0, "rb")
     assert trend["difference"] == pytest.approx(0.5 - 2 / 3) and trend["ci_high"] < 0
     assert len(table) == 1  # no WER row for the trend, nothing else varies
+
+
+def test_summary_leaves_the_trend_reference_cell_empty():
+    """A study that also varies an axis has contrasts at the noisiest SNR, where the noise trend has
+    none: that cell is empty in summary.md, not `nan`."""
+    from dmlm.report.summary import contrasts_markdown
+
+    rows = [dict(axis="encoders", reference="mfcc+pixels", value="mfcc+visemes", modalities="A+L", given="",
+                 snr=snr, metric="wer", difference=-0.1, ci_low=-0.12, ci_high=-0.08) for snr in (0, -10)]
+    rows.append(dict(axis="snr", reference=-10, value=0, modalities="A+L", given="encoders=mfcc+pixels", snr=0,
+                     metric="rb", difference=-0.05, ci_low=-0.08, ci_high=-0.02))
+    text = contrasts_markdown(pd.DataFrame(rows))
+    assert "nan" not in text and "RB at each SNR - RB at -10 dB" in text
+    trend_row = next(line for line in text.splitlines() if "RB at each SNR" in line)
+    assert trend_row.rstrip(" |").endswith("]") and trend_row.count("[") == 1  # 0 dB filled, -10 dB empty

@@ -52,7 +52,8 @@ def contrasts_markdown(contrasts: pd.DataFrame) -> str:
     frame["text"] = [analyses.ci_text(*v).replace("%", "") for v in
                      frame[["difference", "ci_low", "ci_high"]].to_numpy(float)]
     table = frame.pivot_table(index="row", columns="snr", values="text", aggfunc="first", sort=False)
-    return table[[c for c in snr_order(frame["snr"]) if c in table.columns]].to_markdown()
+    # empty: no contrast there (a noise-trend row at its own reference SNR)
+    return table[[c for c in snr_order(frame["snr"]) if c in table.columns]].fillna("").to_markdown()
 
 
 def markdown(study: str, tables: dict, axes: list[str], families: dict, curves: pd.DataFrame, missing: list,
@@ -98,7 +99,7 @@ def markdown(study: str, tables: dict, axes: list[str], families: dict, curves: 
               f"(positive: more benefit from the extra modalities), with {level} paired bootstrap intervals. "
               "Rows `snr` are the noise trend: a set's RB at each test SNR minus its RB at the noisiest "
               "(above 0 at a moderate SNR: the benefit falls off at the highest noise; below 0 at the "
-              "cleaner SNRs: it grows with the noise):",
+              "cleaner SNRs: it grows with the noise; empty at the noisiest itself):",
               "", contrasts_markdown(tables.get("contrasts", pd.DataFrame())), "",
               "## Decoding speed", "", "Greedy decoding of the test split, mean over test SNRs:", "",
               speed_markdown(speed), ""]
