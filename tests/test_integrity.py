@@ -65,6 +65,16 @@ def test_checkpoint_with_a_changed_byte_is_refused(data, tokenizer_json, tmp_pat
         checkpoint.load(path)
 
 
+def test_the_same_run_writes_the_same_checkpoint_bytes(data, tokenizer_json, tmp_path):
+    """Written through a temporary file and renamed: the bytes must not depend on the temporary
+    name (torch.save to a path names the archive's records after it), so checksums of two
+    trainings of one config and seed agree."""
+    train_tiny(data, tokenizer_json, tmp_path / "a")
+    train_tiny(data, tokenizer_json, tmp_path / "b")
+    for name in ("checkpoint.pt", "checkpoint.pt.sha256"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
 def test_resuming_from_a_changed_state_is_refused(data, tokenizer_json, tmp_path):
     assert train_tiny(data, tokenizer_json, tmp_path / "run", stop_after_step=3) is None
     state = tmp_path / "run" / "state" / "last.pt"

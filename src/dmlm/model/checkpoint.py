@@ -34,8 +34,10 @@ def save(path, model, layout: VocabLayout, settings: dict, training: dict | None
         "settings": json.loads(json.dumps(settings)),
         "training": json.loads(json.dumps(training or {})),
     }
-    with checksummed_path(path) as tmp:
-        torch.save(blob, tmp)
+    with checksummed_path(path) as tmp, open(tmp, "wb") as f:
+        # a file object: torch names the archive's records "archive/..." instead of after the
+        # (random) temporary file, so the same run writes the same bytes
+        torch.save(blob, f)
 
 
 def load(path, device: str = "cpu"):

@@ -127,8 +127,8 @@ def _save_state(path: Path, **state) -> None:
     state["rng"] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
-    with checksummed_path(path) as tmp:
-        torch.save(state, tmp)
+    with checksummed_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)  # a file object: the same bytes whatever the temporary name (checkpoint.save)
 
 
 def _load_state(path: Path, fingerprint: str):
