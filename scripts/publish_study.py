@@ -111,10 +111,10 @@ def publish(configfile: Path, workdir: Path, out: Path, only: list[str] | None =
         raise SystemExit(f"{workdir / 'results' / 'report'}: no finished report of a study in {configfile} "
                          f"({', '.join(config['studies'])}); run the workflow first")
     dest.mkdir(parents=True, exist_ok=True)
-    info, runs = provenance(workdir, configfile), invocations(workdir)
+    info, runs, records = provenance(workdir, configfile), invocations(workdir), measured(workdir / "results")
     totals = {}
     for study in finished:
-        compute = _compute(workdir, study_jobs(workdir, configfile, study), runs)
+        compute = _compute(records, study_jobs(workdir, configfile, study), runs)
         totals[study] = compute[1]
         staging = Path(tempfile.mkdtemp(prefix=f".{study}-", dir=dest))
         try:
@@ -129,8 +129,8 @@ def publish(configfile: Path, workdir: Path, out: Path, only: list[str] | None =
     return finished, kept, missing, totals
 
 
-def _compute(workdir: Path, jobs: set[str], runs: list[dict]) -> tuple[pd.DataFrame, dict]:
-    records = measured(workdir / "results")
+def _compute(records: pd.DataFrame, jobs: set[str], runs: list[dict]) -> tuple[pd.DataFrame, dict]:
+    """Per rule and in total, the benchmark records of the study's ``jobs``; the invocations that ran any."""
     records = records[records["job"].isin(jobs)]
     per_rule = records.groupby("rule").agg(jobs=("job", "count"), job_hours=("s", "sum"), max_rss_mb=("max_rss_mb", "max"))
     per_rule["job_hours"] = (per_rule["job_hours"] / 3600).round(3)

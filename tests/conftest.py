@@ -114,6 +114,21 @@ def corpus(tmp_path_factory):
 VISUAL_TRAIN, VISUAL_TEST = 24, 12  # utterances of the visual tokenizer tests' corpus
 
 
+def split_visemes(split: Path):
+    """The renderer's viseme of every frame of a split's lip video (frame centre inside a phoneme
+    event of its manifest; else silence), all utterances in a row."""
+    import json
+
+    import numpy as np
+
+    from dmlm.storage import Ragged, read_table
+    from dmlm.tokens.visemes import frame_visemes
+
+    frames = Ragged.load(split / "lips")
+    return np.concatenate([frame_visemes(json.loads(cell), int(frames.offsets[i + 1] - frames.offsets[i]), 25)
+                           for i, cell in enumerate(read_table(split / "manifest.tsv")["phonemes"])])
+
+
 @pytest.fixture(scope="session")
 def visual_corpus(tmp_path_factory):
     """A train split (2 speakers) and a test split (the 2 others) for the image and lip tokenizer

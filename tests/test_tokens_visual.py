@@ -16,7 +16,7 @@ from dmlm.storage import Ragged, read_table, save_ragged, write_table
 from dmlm.tokens import craft, image, lips, raster, visemes
 from dmlm.tokens.codebook import Codebook
 
-from conftest import VISUAL_TEST as N_TEST  # noqa: E402
+from conftest import VISUAL_TEST as N_TEST, split_visemes  # noqa: E402
 PATCH = 25
 
 
@@ -212,14 +212,6 @@ def test_raster_needs_the_boxes(corpus, tmp_path):
 
 
 # ------------------------------------------------------------------------------------- lips
-def frame_visemes(manifest, frames: Ragged, fps: int = 25) -> np.ndarray:
-    """The viseme of every frame (frame centre inside a phoneme event; else silence)."""
-    return np.concatenate([
-        visemes.frame_visemes(json.loads(cell), int(frames.offsets[i + 1] - frames.offsets[i]), fps)
-        for i, cell in enumerate(manifest["phonemes"])
-    ])
-
-
 @pytest.mark.parametrize("features,extra", [("pixels", {"downsample": 22}), ("dct", {"dct_size": 8})])
 def test_lip_units_carry_visemes_on_held_out_speakers(corpus, features, extra):
     train = read_table(corpus / "train" / "manifest.tsv")
@@ -231,7 +223,7 @@ def test_lip_units_carry_visemes_on_held_out_speakers(corpus, features, extra):
     ids = lips.encode(cb, corpus / "test" / "lips")
     assert all(np.array_equal(a, b) for a, b in zip(ids, lips.encode(cb, corpus / "test" / "lips")))
     units = np.concatenate(ids)
-    visemes = frame_visemes(test, Ragged.load(corpus / "test" / "lips"))
+    visemes = split_visemes(corpus / "test")
     assert len(units) == len(visemes)
     majority = np.bincount(visemes).max() / len(visemes)
     score = purity(units, visemes)
@@ -266,13 +258,12 @@ def test_viseme_oracle_reads_the_renderer_phonemes(tmp_path):
 
 def test_viseme_oracle_on_the_corpus(corpus):
     """One unit per frame of each video, 15 visemes, silence where no phoneme sounds."""
-    test = read_table(corpus / "test" / "manifest.tsv")
     frames = Ragged.load(corpus / "test" / "lips")
     cb = visemes.fit({"encoder": "viseme_oracle", "collapse_repeats": False}, corpus / "test" / "lips")
     units = visemes.encode(cb, corpus / "test" / "lips")
     assert [len(u) for u in units] == np.diff(frames.offsets).tolist()
     flat = np.concatenate(units)
-    assert np.array_equal(flat, frame_visemes(test, frames))
+    assert np.array_equal(flat, split_visemes(corpus / "test"))
     assert flat.min() >= 0 and flat.max() < 15 and 0 < (flat == 0).mean() < 0.5 and len(np.unique(flat)) >= 8
 
 

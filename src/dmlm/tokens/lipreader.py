@@ -34,7 +34,7 @@ import numpy as np
 
 from dmlm.errors import DmlmError
 from dmlm.tokens.codebook import Codebook, kept_units, positive_int, progress, require, sample_indices
-from dmlm.tokens.lips import frame_features, load_frames, utterance_groups
+from dmlm.tokens.lips import downsample_size, frame_features, load_frames, utterance_groups
 from dmlm.tokens.visemes import DEFAULT_FPS, describe, frame_stack, frame_visemes, read_events, stacked_mode
 
 __all__ = ["ENCODER", "check_settings", "fit", "encode", "describe"]
@@ -72,9 +72,7 @@ def _setting(settings: dict, key: str) -> int:
 def _network(n_frames: int, size: int, width: int, n_classes: int):
     from torch import nn
 
-    pooled = size // 4
-    if pooled < 1:
-        raise DmlmError(f"tokens.lips.downsample: {size} is too small for the lip reader (at least 4)")
+    pooled = size // 4  # >= 1: check_settings asks for downsample >= 4
     return nn.Sequential(
         nn.Conv2d(n_frames, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -101,14 +99,6 @@ def _chunks(frames, size: int, label: str):
         yield first, [_utterance_features(u, size) for u in utterances]
 
 
-def _size(settings: dict, frames) -> int:
-    size = positive_int(settings, "downsample", "lips")
-    h, w = frames.data.shape[1:]
-    if size > min(h, w):
-        raise DmlmError(f"tokens.lips.downsample: {size} exceeds the frame size {h}x{w} of {frames.source}")
-    return size
-
-
 def check_settings(settings: dict) -> None:
     positive_int(settings, "fit_frames", "lips")
     if positive_int(settings, "downsample", "lips") < 4:
@@ -131,7 +121,7 @@ def fit(settings: dict, media_path: str | os.PathLike) -> Codebook:
     context, width, epochs = (_setting(settings, key) for key in ("context", "width", "epochs"))
     fps = float(settings.get("fps", DEFAULT_FPS))
     frames = load_frames(media_path)
-    size = _size(settings, frames)
+    size = downsample_size(settings, frames)
     events, offsets = read_events(media_path)
     chosen = sample_indices(int(offsets[-1]), n_fit, seed)  # sorted frame indices
     bounds = np.searchsorted(chosen, offsets)  # chosen[bounds[i]:bounds[i + 1]] lie in utterance i
@@ -196,7 +186,7 @@ def encode(codebook: Codebook, media_path: str | os.PathLike, return_frames: boo
     import torch
 
     frames = load_frames(media_path)
-    size = _size(codebook.settings, frames)
+    size = downsample_size(codebook.settings, frames)
     net = _load_network(codebook, size)
     context = int(codebook.settings["context"])
     k, collapse = frame_stack(codebook.settings), bool(codebook.settings.get("collapse_repeats", False))

@@ -91,7 +91,7 @@ class _Features:
         self.kind = kind
         h, w = frames.data.shape[1:]
         if kind == "pixels":
-            self.size = _downsample(settings, frames)
+            self.size = downsample_size(settings, frames)
         else:
             self.size = positive_int(settings, "dct_size", "lips") if "dct_size" in settings else DEFAULT_DCT_SIZE
             if self.size > min(h, w):
@@ -139,7 +139,8 @@ def load_frames(media_path: str | os.PathLike):
     return frames
 
 
-def _downsample(settings: dict, frames) -> int:
+def downsample_size(settings: dict, frames) -> int:
+    """``downsample`` of the settings, checked against the frames' size."""
     d = positive_int(settings, "downsample", "lips")
     h, w = frames.data.shape[1:]
     if d > min(h, w):
