@@ -64,6 +64,15 @@ def checksummed_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.write_text(f"{digest}  {path.name}\n")
 
 
+def save_torch(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` through ``checksummed_path``, into a file object: saved to a path, torch names
+    the archive's records after the (random) temporary file, so one run would write other bytes."""
+    import torch
+
+    with checksummed_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+
+
 def verify(path: str | os.PathLike) -> None:
     """Raise DmlmError unless ``path`` still has the SHA-256 its sidecar recorded when written."""
     path = Path(path)

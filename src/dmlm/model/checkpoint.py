@@ -16,14 +16,12 @@ from pathlib import Path
 from dmlm.errors import DmlmError
 from dmlm.model.backbone import get_family
 from dmlm.model.vocab import VocabLayout
-from dmlm.checksums import checksummed_path, verify
+from dmlm.checksums import save_torch, verify
 
 FORMAT = "dmlm-checkpoint-1"
 
 
 def save(path, model, layout: VocabLayout, settings: dict, training: dict | None = None) -> None:
-    import torch
-
     family = settings.get("backbone", {}).get("family", "opt")
     blob = {
         "format": FORMAT,
@@ -34,10 +32,7 @@ def save(path, model, layout: VocabLayout, settings: dict, training: dict | None
         "settings": json.loads(json.dumps(settings)),
         "training": json.loads(json.dumps(training or {})),
     }
-    with checksummed_path(path) as tmp, open(tmp, "wb") as f:
-        # a file object: torch names the archive's records "archive/..." instead of after the
-        # (random) temporary file, so the same run writes the same bytes
-        torch.save(blob, f)
+    save_torch(blob, path)
 
 
 def load(path, device: str = "cpu"):

@@ -59,7 +59,7 @@ from dmlm.model.objective import evaluate, make_optimizer, token_losses, train_s
 from dmlm.model.sequence import SequenceSettings, arranged, check_lengths, loss_variant, sequence_length
 from dmlm.model.trainconfig import TrainConfig
 from dmlm.model.vocab import VocabLayout
-from dmlm.checksums import ChecksumMissing, checksummed_path, sidecar, verify
+from dmlm.checksums import ChecksumMissing, save_torch, sidecar, verify
 from dmlm.storage import Ragged, write_table
 
 __all__ = [
@@ -127,8 +127,7 @@ def _save_state(path: Path, **state) -> None:
     state["rng"] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
-    with checksummed_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(state, f)  # a file object: the same bytes whatever the temporary name (checkpoint.save)
+    save_torch(state, path)
 
 
 def _load_state(path: Path, fingerprint: str):
