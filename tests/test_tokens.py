@@ -340,6 +340,9 @@ def test_registry_and_describe(tmp_path, monkeypatch, capsys):
     cb.save(tmp_path / "cb.npz")
     info = describe(tmp_path / "cb.npz")
     assert info == {"vocab_size": 5, "frame_rate": 50.0, "modality": "audio", "encoder": "mfcc_kmeans"}
+    from dmlm.model.cli import codebook_sizes  # training reads the size without the registry
+
+    assert codebook_sizes([f"audio={tmp_path / 'cb.npz'}"]) == {"audio": info["vocab_size"]}
 
     write_table(tmp_path / "manifest.tsv", [{"id": "train-000000", "transcript": "3 x plus 5 equals 12"}])
     train_text_tokenizer(tmp_path / "manifest.tsv", None, tmp_path / "tok.json", {"min_frequency": 1})

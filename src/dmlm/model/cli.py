@@ -23,15 +23,19 @@ def parse_streams(specs: list[str]) -> dict[str, dict[str, str]]:
 
 
 def codebook_sizes(specs: list[str]) -> dict[str, int]:
-    """``["audio=results/codebooks/.../mfcc.npz"]`` -> ``{"audio": 128}`` (each tokenizer's vocabulary)."""
-    from dmlm.tokens import describe
+    """``["audio=results/codebooks/.../mfcc.npz"]`` -> ``{"audio": 128}`` (each tokenizer's vocabulary).
+
+    A codebook's ids lie in ``range(n_units)`` whatever its encoder, so this reads the codebook
+    alone: dispatching through ``dmlm.tokens.describe`` would put every encoder module in the
+    train rule's code fingerprint, and adding or editing an encoder would retrain every run."""
+    from dmlm.tokens.codebook import Codebook
 
     sizes = {}
     for spec in specs or []:
         modality, sep, path = spec.partition("=")
         if not (sep and modality and path):
             raise DmlmError(f"--codebook {spec!r}: expected MODALITY=PATH")
-        sizes[modality] = int(describe(path)["vocab_size"])
+        sizes[modality] = int(Codebook.load(path).n_units)
     return sizes
 
 

@@ -8,7 +8,7 @@ One interface for every media tokenizer: ``ENCODERS[modality][encoder]`` names a
   modalities (audio, lips) take ``return_frames=True`` and then also return each kept unit's
   frame index (``encode_media`` writes the token times from them);
 - ``describe(codebook) -> {"vocab_size": int, "frame_rate": float | None}``: ids lie in
-  ``range(vocab_size)``; ``frame_rate`` is tokens per second of media before repeats are
+  ``range(vocab_size)``, and ``vocab_size`` is ``codebook.n_units`` (training reads that alone); ``frame_rate`` is tokens per second of media before repeats are
   collapsed (None for images and text);
 - optionally ``check_settings(settings)``: validate settings and local weights without fitting.
 
