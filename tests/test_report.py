@@ -377,3 +377,16 @@ def test_an_audio_only_study_says_what_it_cannot_compute(tmp_path):
     assert "Sequence noise is not computed: the study has no multimodal run." in summary
     assert len(read_table(tmp_path / "report" / "rb.csv")) == 0
     assert (tmp_path / "report" / "perceptual.png").stat().st_size > 5_000
+
+
+def test_a_study_without_audio_only_runs_says_why_it_has_no_rb(tmp_path):
+    # study `weights` compares loss weights of A+L and A+O runs by WER: no audio-only twin, no RB
+    settings = make_study(tmp_path)
+    settings["evals"] = [ev for ev in settings["evals"] if ev["modalities"] != "A"]
+    assert build_report(settings, tmp_path / "runs", tmp_path / "report") == []
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    rb_section = summary.split("## Relative benefit")[1].split("## Perceptual score")[0]
+    assert "no multimodal run with an audio-only twin" in rb_section
+    assert "| modalities" not in rb_section and "RB at peak" not in summary  # no empty table, no undefined peaks
+    assert "neither holds" not in summary and "no lips (synchronized) run" not in summary
+    assert "no RB without an audio-only twin" in summary

@@ -57,6 +57,10 @@ def labelled(table: pd.DataFrame, axes: list[str], extra: tuple = ()) -> pd.Data
     return frame
 
 
+NO_TWIN = ("no multimodal run with an audio-only twin (RB needs the audio-only run with the same backbone, "
+           "training noise, loss weights and seed)")
+
+
 def peak_table(rb: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
     """Per modality set (and other varying axes): the test SNR of the highest mean RB, its CI,
     and the RB at the noisiest test SNR."""
@@ -111,6 +115,8 @@ def peak_sentence(peaks: pd.DataFrame) -> str:
 
 
 def sync_sentence(peaks: pd.DataFrame, snrs: list) -> str:
+    if not len(peaks):
+        return "Synchronized and unsynchronized modalities are not compared: no RB without an audio-only twin."
     sync = peaks[[extras(m) <= SYNCHRONIZED and bool(extras(m)) for m in peaks["modalities"]]]
     unsync = peaks[[extras(m) <= UNSYNCHRONIZED and bool(extras(m)) for m in peaks["modalities"]]]
     if not len(sync) or not len(unsync):

@@ -73,9 +73,15 @@ def markdown(study: str, tables: dict, axes: list[str], families: dict, curves: 
         f"utterances per evaluation.", "",
         ci_pivot(wer, "wer", axes).to_markdown(), "",
         "## Relative benefit", "", RB_FORMULA, "",
-        ci_pivot(rb, "rb", axes).to_markdown() if len(rb) else "(no multimodal runs)", "",
     ]
-    peaks = analyses.peak_table(rb, axes) if len(rb) else analyses.peak_table(rb.iloc[:0], axes)
+    # rows without an audio-only twin (a study comparing settings of multimodal runs by WER) have no RB
+    twinned = rb[rb["audio_run"].fillna("").astype(str) != ""] if len(rb) else rb
+    if len(twinned):
+        lines += [ci_pivot(twinned, "rb", axes).to_markdown(), ""]
+    else:
+        lines += [f"({analyses.NO_TWIN}; the study's settings are compared by WER in the paired contrasts below)"
+                  if len(rb) else "(no multimodal runs)", ""]
+    peaks = analyses.peak_table(twinned, axes)
     lines += ["## Test SNR of the highest RB", ""]
     if len(peaks):
         shown = pd.DataFrame({
@@ -89,7 +95,7 @@ def markdown(study: str, tables: dict, axes: list[str], families: dict, curves: 
         })
         lines += [shown.to_markdown(index=False), ""]
     else:
-        lines += ["(no multimodal run with an audio-only twin)", ""]
+        lines += [f"({analyses.NO_TWIN})", ""]
     lines += ["## Perceptual score", "", PERCEPTUAL_FORMULA + " Raw score in WER points:", "",
               ci_pivot(perceptual, "score", axes, extra=("permuted",)).to_markdown() if len(perceptual)
               else "(no permuted evaluations)", "",
