@@ -10,7 +10,9 @@ published, machine, package versions) and compute.csv (per rule: jobs, job-hours
 set, from the workflow's own benchmark records). The compute is the study's own: the jobs its
 report depends on (Snakemake's plan of the report from scratch, `-n --forceall`), runs shared with
 another study included, so each study's total is what it costs alone, however the workdir was
-shared. provenance.json adds each Snakemake invocation (.snakemake/log) that ran one of those jobs:
+shared. A training resumed after an interruption counts the training time of all its attempts
+(the run's train_log.tsv sums it as elapsed_s; the benchmark record times the last attempt only).
+provenance.json adds each Snakemake invocation (.snakemake/log) that ran one of those jobs:
 its start, wall-clock hours, and how many of its jobs were the study's.
 
 A study whose report is not in the workdir keeps its earlier published copy untouched (or is
@@ -111,7 +113,8 @@ def publish(configfile: Path, workdir: Path, out: Path, only: list[str] | None =
         raise SystemExit(f"{workdir / 'results' / 'report'}: no finished report of a study in {configfile} "
                          f"({', '.join(config['studies'])}); run the workflow first")
     dest.mkdir(parents=True, exist_ok=True)
-    info, runs, records = provenance(workdir, configfile), invocations(workdir), measured(workdir / "results")
+    info, runs = provenance(workdir, configfile), invocations(workdir)
+    records = with_resumed_trainings(measured(workdir / "results"), workdir / "results")
     totals = {}
     for study in finished:
         compute = _compute(records, study_jobs(workdir, configfile, study), runs)
@@ -127,6 +130,19 @@ def publish(configfile: Path, workdir: Path, out: Path, only: list[str] | None =
             shutil.rmtree(dest / study)
         staging.rename(dest / study)
     return finished, kept, missing, totals
+
+
+def with_resumed_trainings(records: pd.DataFrame, results: Path) -> pd.DataFrame:
+    """A train job's seconds: its benchmark record's, or the training time its train_log.tsv sums
+    over resumed attempts where that is longer (the record times the last attempt only)."""
+    def seconds(row) -> float:
+        log = results / "runs" / Path(row.job).stem / "train_log.tsv"
+        if row.rule != "train" or not log.is_file():
+            return row.s
+        elapsed = pd.read_csv(log, sep="\t")["elapsed_s"].dropna()
+        return max(row.s, float(elapsed.iloc[-1])) if len(elapsed) else row.s
+
+    return records.assign(s=[seconds(row) for row in records.itertuples()])
 
 
 def _compute(records: pd.DataFrame, jobs: set[str], runs: list[dict]) -> tuple[pd.DataFrame, dict]:

@@ -2,6 +2,7 @@
 cites holds every report table, the exact config, and the compute from the benchmark records."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -73,3 +74,20 @@ def test_a_study_published_earlier_is_kept_and_one_never_run_is_missing(tiny_run
     assert "published: tiny (" in proc.stdout and "kept as published before: earlier; missing: later" in proc.stdout
     assert (earlier / "provenance.json").read_text() == '{"published": "by an earlier session"}'
     assert sorted(p.name for p in (tmp_path / "out" / "tiny").iterdir()) == ["earlier", "tiny"]
+
+
+def test_a_resumed_training_counts_every_attempt(tiny_run, tmp_path):
+    # the benchmark record times the last attempt; train_log.tsv's elapsed_s sums all of them
+    log = next((tiny_run / "results" / "runs").glob("A.*/train_log.tsv"))
+    kept, stat = log.read_text(), log.stat()
+    rows = pd.read_csv(log, sep="\t")
+    rows.loc[rows.index[-1], "elapsed_s"] = 7200.0  # two hours of earlier attempts
+    try:
+        rows.to_csv(log, sep="\t", index=False)
+        proc = publish(tiny_run, tmp_path)
+    finally:  # as it was, mtime included: the shared fixture's workflow must stay up to date
+        log.write_text(kept)
+        os.utime(log, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert proc.returncode == 0, proc.stderr
+    train = pd.read_csv(tmp_path / "tiny" / "tiny" / "compute.csv").set_index("rule").loc["train", "job_hours"]
+    assert 2.0 < train < 2.1  # the two-hour run and the other, seconds
