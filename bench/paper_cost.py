@@ -8,6 +8,7 @@ What is exact, measured or assumed (printed with the numbers):
 - measured, from a finished run's token files (`--tokens results/tokens/<dataset>`, any preset):
   mean tokens per utterance of audio, lips, OCR and transcript on the train split. Audio is
   scaled by that preset's frame_stack / this preset's (units per second follow the frame rate);
+  lips are measured per tokenizer, matched by name (`pixels`, `reader`), and scaled the same way;
   the collapse of repeated units is taken as measured.
 - measured here: training tokens/s of the backbone on this CPU (1 thread, forward + backward +
   AdamW, batch x length below), hence this CPU's achieved FLOP/s under 6 x params x tokens.
@@ -46,12 +47,18 @@ def mean_lengths(tokens: Path, measured_config: dict) -> dict[str, float]:
     if not audio:
         raise SystemExit(f"no audio train tokens under {tokens / 'audio' / audio_name}")
     audio = audio[0].with_suffix("")
-    lips = tokens / "lips" / next(iter(measured_config["tokens"]["lips"])) / "train"
+    # every lip tokenizer of the measured preset whose train tokens exist, by name: units per
+    # utterance x frame_stack = collapsed video frames per utterance (25 fps everywhere)
+    lips = {name: mean(tokens / "lips" / name / "train") * spec.get("frame_stack", 1)
+            for name, spec in measured_config["tokens"]["lips"].items()
+            if (tokens / "lips" / name / "train.npy").exists()}
+    if not lips:
+        raise SystemExit(f"no lips train tokens under {tokens / 'lips'} for {sorted(measured_config['tokens']['lips'])}")
     return {
         "audio": mean(audio),
         "audio_rate": FRAME_RATE[measured_config["tokens"]["audio"][audio_name]["encoder"]]
         / measured_config["tokens"]["audio"][audio_name]["frame_stack"],
-        "lips": mean(lips),
+        "lips": lips,
         "ocr": mean(tokens / "ocr" / "local" / "train"),
         "transcript": mean(tokens / "transcript" / "local" / "train"),
     }
@@ -73,6 +80,12 @@ def stream_length(config: dict, modality: str, encoder: str | None, measured: di
         spec = config["tokens"]["image"][encoder]
         patch = spec.get("patch", 10)  # raster: one token per character cell; taken as a patch grid
         return (config["corpus"]["image"]["height"] // patch) * (config["corpus"]["image"]["width"] // patch)
+    if modality == "lips":  # the same-named tokenizer's measured frames per utterance / this frame_stack
+        if encoder not in measured["lips"]:
+            raise SystemExit(f"tokens.lips.{encoder}: no lip tokenizer of that name was measured "
+                             f"(measured: {', '.join(sorted(measured['lips']))}); pass --tokens/--tokens-config of a "
+                             "run that has it")
+        return measured["lips"][encoder] / config["tokens"]["lips"][encoder].get("frame_stack", 1)
     return measured[modality]
 
 
@@ -140,7 +153,9 @@ def main() -> None:
                       for spec in config["tokens"][kind].values())
     steps = config["training"]["max_steps"] * config["training"]["batch_size"]
     print(f"measured mean tokens per utterance ({args.tokens}): " +
-          ", ".join(f"{k} {v:.1f}" for k, v in measured.items() if k != "audio_rate"))
+          ", ".join(f"{k} {v:.1f}" for k, v in measured.items() if k not in ("audio_rate", "lips")) +
+          "; lip frames per utterance after collapsing repeated units: " +
+          ", ".join(f"{name} {v:.1f}" for name, v in measured["lips"].items()))
     print("mean sequence length per modality set and encoders: " +
           ", ".join(f"{k} {v:.0f}" for k, v in sorted(per_set.items())))
     print(f"{args.configfile}: {n_runs} training runs x {steps:,} sequences = {sum(tokens.values()) / 1e9:.2f} G training tokens")

@@ -43,6 +43,18 @@ def test_encoder_axis_multiplies_only_the_runs_that_use_it():
     ])
 
 
+def test_the_first_listed_tokenizer_is_the_default_even_for_a_second_config_in_one_process():
+    # the runs table is cached per config: a config that differs only in which tokenizer comes
+    # first must not get the first config's runs (a cache key with sorted keys did)
+    c = config()
+    c["tokens"]["lips"]["pixels2"] = dict(c["tokens"]["lips"]["pixels"], n_units=32)
+    swapped = copy.deepcopy(c)
+    swapped["tokens"]["lips"] = {k: c["tokens"]["lips"][k] for k in reversed(list(c["tokens"]["lips"]))}
+    assert "A+L.mfcc+pixels.mix.opt-small.paper.s0" in set(grid.runs_table(c)["run"])
+    assert "A+L.mfcc+pixels2.mix.opt-small.paper.s0" in set(grid.runs_table(swapped)["run"])
+    assert "A+L.mfcc+pixels.mix.opt-small.paper.s0" in set(grid.runs_table(c)["run"])
+
+
 def test_conditions():
     assert grid.cond_of_snr("clean") == "clean"
     assert grid.cond_of_snr(-10) == "snr-10"

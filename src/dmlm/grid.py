@@ -209,8 +209,9 @@ def evals_table(config: dict) -> pd.DataFrame:
     several axis values give one run (e.g. any order of an audio-only run), the row holds the
     first values in the study's lists (e.g. ``audio_first``, ``blocked``)."""
     # planning asks for it several times (rules, report settings, config checks): built once per
-    # config content; each caller gets its own copy
-    key = json.dumps(config, sort_keys=True, default=repr)
+    # config content; each caller gets its own copy. Key order is content here (the first
+    # tokenizer listed is a modality's default), so the key keeps it: no sort_keys
+    key = json.dumps(config, default=repr)
     if key not in _EVALS_CACHE:
         if len(_EVALS_CACHE) >= 8:
             _EVALS_CACHE.pop(next(iter(_EVALS_CACHE)))
