@@ -55,12 +55,14 @@ def test_default_preset_meets_the_issue_floor(default_config):
         (lambda c: c["loss_weights"]["paper"].__setitem__("transcript", -1), "loss_weights.paper.transcript"),
         (lambda c: c.__setitem__("sequence", {"over_length": "truncate"}), "sequence.over_length"),
         (lambda c: c["studies"]["modalities"].update(modalities=["A", "A+O"], layout=["interleaved"]), "studies.modalities.layout"),
+        (lambda c: c["training"].__setitem__("per_backbone", {"gpt9": {"lr": 1e-3}}), "training.per_backbone.gpt9"),
+        (lambda c: c["training"].__setitem__("per_backbone", {"opt-small": {"max_steps": 10}}), "training.per_backbone.opt-small"),
     ],
     ids=["unknown-modality", "snr-as-word", "snr-as-string", "negative-seeds", "weight-not-number",
          "negative-weight", "unknown-backbone", "repeated-modality", "unknown-ocr-engine", "missing-pretrained",
          "unknown-encoder-name", "missing-encoder-weights", "unknown-order", "order-not-a-permutation",
          "unknown-layout", "unknown-loss-variant", "negative-transcript-weight", "unknown-over-length-policy",
-         "interleaved-without-audio-and-lips"],
+         "interleaved-without-audio-and-lips", "per-backbone-unknown-backbone", "per-backbone-not-an-optimiser-key"],
 )
 def test_bad_values_name_the_key(default_config, mutate, key):
     config = copy.deepcopy(default_config)

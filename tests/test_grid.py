@@ -93,6 +93,20 @@ def test_the_curriculum_is_kept_only_beside_the_named_modalities():
     assert {k: v for k, v in lips.items()} == {k: v for k, v in c["training"].items() if not k.startswith("drop_audio")}
 
 
+def test_a_backbone_recipe_changes_only_that_backbones_runs():
+    """`training.per_backbone.<name>` overrides that backbone's optimisation settings; the other
+    backbone's runs keep their settings exactly (not retrained), and the key itself reaches no run."""
+    c = config()
+    mamba = next(name for name, spec in c["backbones"].items() if spec["family"] == "mamba")
+    opt_run, mamba_run = "A.mfcc.mix.opt-small.paper.s0", f"A.mfcc.mix.{mamba}.paper.s0"
+    before = {run: grid.run_settings(c, run) for run in (opt_run, mamba_run)}
+    c["training"]["per_backbone"] = {mamba: {"lr": 4e-3, "weight_decay": 0.1}}
+    assert grid.run_settings(c, opt_run) == before[opt_run]
+    tuned = grid.run_settings(c, mamba_run)["training"]
+    assert tuned == dict(before[mamba_run]["training"], lr=4e-3, weight_decay=0.1)
+    assert "per_backbone" not in tuned
+
+
 def test_a_recipe_with_its_own_placement_is_tested_with_it():
     c = config()
     c["noise"]["train_noise"]["whole"] = {"fraction_noisy": 0.5, "snrs": [0, -10], "placement": "whole"}

@@ -90,6 +90,10 @@ def check_references(config: dict) -> None:
                 f"config key backbones.{name}: a pretrained backbone may not be named '{LOCAL_TEXT}' "
                 "(the name of the locally trained text tokenizer)"
             )
+    for name in config["training"].get("per_backbone", {}):
+        if name not in config["backbones"]:
+            problems.append(f"config key training.per_backbone.{name}: no backbone of that name "
+                            f"(backbones: {', '.join(config['backbones'])})")
     problems += check_encoders(config)
     problems += check_text(config)
     problems += check_inputs(config)

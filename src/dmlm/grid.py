@@ -292,17 +292,19 @@ def run_settings(config: dict, run: str) -> dict:
             "layout": axes["layout"],
             "over_length": config.get("sequence", {}).get("over_length", "error"),
         },
-        training=run_training(config["training"], modalities),
+        training=run_training(config["training"], modalities, axes["backbone"]),
         seed=axes["seed"],
     )
 
 
-def run_training(training: dict, modalities: list[str]) -> dict:
-    """`training` as a run reads it: `drop_audio_beside` (a list of modalities) keeps the
-    modality-dropout curriculum for the runs that read one of them beside audio and turns it off
-    for the other multimodal runs. Audio-only runs ignore `drop_audio` and keep it as written, so
-    the key reruns none of them."""
+def run_training(training: dict, modalities: list[str], backbone: str) -> dict:
+    """`training` as a run reads it: `per_backbone.<backbone>` overrides the optimisation settings
+    of that backbone's runs (a recipe chosen per backbone; the key reruns no other backbone's run);
+    `drop_audio_beside` (a list of modalities) keeps the modality-dropout curriculum for the runs
+    that read one of them beside audio and turns it off for the other multimodal runs. Audio-only
+    runs ignore `drop_audio` and keep it as written, so the key reruns none of them."""
     training = dict(training)
+    training.update(training.pop("per_backbone", {}).get(backbone, {}))
     beside = training.pop("drop_audio_beside", None)
     if beside is not None and len(modalities) > 1 and not set(beside) & set(modalities):
         training.pop("drop_audio", None)
