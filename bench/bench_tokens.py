@@ -103,7 +103,7 @@ def media_of(split_dir: Path, modality: str) -> str:
 
 def bench_encoder(modality: str, settings: dict, split_dir: Path, tmp: Path, config: dict, n_items: int):
     from dmlm.storage import Ragged
-    from dmlm.tokens import encode_media, fit_codebook
+    from dmlm.tokens.registry import encode_media, fit_codebook
 
     name = settings["encoder"]
     fit_settings = {**settings, "seed": config["seed"], "sample_rate": config["corpus"]["speech"]["sample_rate"]}

@@ -52,7 +52,7 @@ CODEBOOKS = {"audio": "audio/mfcc.npz", "lips": "lips/pixels.npz", "image": "ima
 def real_layout(results: Path, dataset: str, modalities: list[str]):
     """The local vocabulary layout of a finished results folder (its codebooks and text tokenizer)."""
     from dmlm.model.vocab import VocabLayout
-    from dmlm.tokens import describe
+    from dmlm.tokens.registry import describe
 
     codebooks = {m: int(describe(results / "codebooks" / dataset / p)["vocab_size"]) for m, p in CODEBOOKS.items()}
     tokenizer = results / "tokens" / dataset / "text" / "local" / "tokenizer.json"

@@ -19,7 +19,7 @@ import pytest
 
 from dmlm.errors import DmlmError
 from dmlm.storage import save_ragged
-from dmlm.tokens import check_settings, describe, encode_media, fit_codebook
+from dmlm.tokens.registry import check_settings, describe, encode_media, fit_codebook
 from dmlm.tokens.codebook import collapse_repeats
 
 SR = 16000

@@ -14,6 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = "dmlm.model.cli:register,_train"
+EVALUATE = "dmlm.evaluation.cli:register,run"
 
 
 @pytest.fixture
@@ -36,17 +37,25 @@ def test_what_training_runs_changes_its_fingerprint(package, edited):
 def test_unrelated_modules_leave_training_alone(package):
     from dmlm.codeversion import code_files, fingerprint
 
-    before = {e: fingerprint(e, root=package) for e in (TRAIN, "dmlm.tokens.cli:register,_text_tokenizer")}
-    # training reads token files and codebook sizes: editing or adding an encoder (whose changed
-    # tokens are new inputs anyway) must not retrain runs whose tokens it leaves byte-identical
+    before = {e: fingerprint(e, root=package) for e in (TRAIN, EVALUATE, "dmlm.tokens.cli:register,_text_tokenizer")}
+    # training and evaluation read token files and codebook sizes: editing or adding an encoder
+    # (whose changed tokens are new inputs anyway) must not rerun runs whose tokens it leaves
+    # byte-identical
     for name in ("report/plots.py", "corpus/build.py", "tokens/cli.py", "tokens/whisper.py", "tokens/lipreader.py"):
         with open(package / name, "a") as f:
             f.write("\n# an edit\n")
+    (package / "tokens" / "newunits.py").write_text("def fit(settings, media):\n    raise NotImplementedError\n")
+    registry = package / "tokens" / "registry.py"
+    text = registry.read_text()
+    registry.write_text(text.replace('"image": {', '"image": {"new_units": "dmlm.tokens.newunits", ', 1))
+    assert registry.read_text() != text
     assert fingerprint(TRAIN, root=package) == before[TRAIN]
+    assert fingerprint(EVALUATE, root=package) == before[EVALUATE]
     files = {str(p.relative_to(package)) for p in code_files((TRAIN,), package)}
     assert {"model/cscan.py", "model/selective_scan.c", "model/mamba_scan.py", "tokens/codebook.py"} <= files
     assert not files & {"report/plots.py", "evaluation/wer.py", "corpus/build.py", "tokens/cli.py",
-                        "tokens/whisper.py", "tokens/lips.py", "tokens/lipreader.py", "tokens/craft.py"}
+                        "tokens/whisper.py", "tokens/lips.py", "tokens/lipreader.py", "tokens/craft.py",
+                        "tokens/registry.py", "tokens/newunits.py"}
     # the text tokenizer runs tokens/text.py, not the neural tokenizers its package can dispatch to
     text = {str(p.relative_to(package)) for p in code_files(("dmlm.tokens.cli:register,_text_tokenizer",), package)}
     assert "tokens/text.py" in text and "tokens/whisper.py" not in text

@@ -49,7 +49,7 @@ def test_names_visemes_of_held_out_speakers_better_than_pixel_units(corpus, read
 
 
 def test_deterministic_and_saved_weights_give_the_same_units(corpus, reader, tmp_path):
-    from dmlm.tokens import describe, encode_media, fit_codebook
+    from dmlm.tokens.registry import describe, encode_media, fit_codebook
 
     import torch
 

@@ -11,7 +11,7 @@ import pytest
 
 from dmlm.errors import DmlmError
 from dmlm.storage import Ragged, save_ragged, write_table
-from dmlm.tokens import encode_media, fit_codebook
+from dmlm.tokens.registry import encode_media, fit_codebook
 from dmlm.tokens.codebook import Codebook, collapse_repeats
 
 SR = 16000
@@ -326,7 +326,7 @@ def test_registry_and_describe(tmp_path, monkeypatch, capsys):
     import json
 
     import dmlm.cli
-    from dmlm.tokens import ENCODERS, describe
+    from dmlm.tokens.registry import ENCODERS, describe
     from dmlm.tokens.text import train_text_tokenizer
 
     assert ENCODERS["audio"] == {"mfcc_kmeans": "dmlm.tokens.audio", "logmel_kmeans": "dmlm.tokens.audio",

@@ -54,10 +54,10 @@ def test_craft_deterministic_and_token_counts(corpus, tmp_path):
 
 
 def test_craft_through_the_registry(corpus, tmp_path):
-    from dmlm.tokens import ENCODERS, encode_media, fit_codebook
+    from dmlm.tokens.registry import ENCODERS, encode_media, fit_codebook
 
     if "craft_kmeans" not in ENCODERS["image"]:
-        pytest.skip("craft_kmeans not registered in dmlm.tokens.ENCODERS yet")
+        pytest.skip("craft_kmeans not registered in dmlm.tokens.registry.ENCODERS yet")
     fit_codebook("image", craft_settings(fit_images=3), corpus / "train" / "images.npy", tmp_path / "c.npz")
     ids = encode_media("image", tmp_path / "c.npz", corpus / "test" / "images.npy", tmp_path / "t")
     assert np.array_equal(Ragged.load(tmp_path / "t").data, np.concatenate(ids))
@@ -234,7 +234,7 @@ def test_lip_units_carry_visemes_on_held_out_speakers(corpus, features, extra):
 
 def test_viseme_oracle_reads_the_renderer_phonemes(tmp_path):
     """Frame centres at 25 fps: 0.02 0.06 | 0.10 0.14 0.18 | 0.22 s -> p p a a a (silence)."""
-    from dmlm.tokens import describe, encode_media, fit_codebook
+    from dmlm.tokens.registry import describe, encode_media, fit_codebook
 
     split = tmp_path / "test"
     split.mkdir()
@@ -302,7 +302,7 @@ def test_craft_default_weights_check_imports_neither_easyocr_nor_torch():
 
     code = (
         "import sys\n"
-        "from dmlm.tokens import check_settings\n"
+        "from dmlm.tokens.registry import check_settings\n"
         "check_settings('image', {'encoder': 'craft_kmeans', 'n_units': 4, 'fit_images': 2, 'patch': 10, 'seed': 0})\n"
         "print(sorted(m for m in ('easyocr', 'torch') if m in sys.modules))\n"
     )

@@ -8,7 +8,7 @@ within the ``dmlm`` package and transitively:
 - ``import`` / ``from ... import`` statements (absolute and relative, also inside functions; of the
   entry module only those outside functions and in the named functions, and in the module's
   functions those call), and the ``__init__.py`` of each imported module's packages;
-- strings that name a ``dmlm`` module (dispatch tables such as ``dmlm.tokens.ENCODERS``), except in
+- strings that name a ``dmlm`` module (dispatch tables such as ``dmlm.tokens.registry.ENCODERS``), except in
   ``dmlm.cli``, whose table only registers every stage's commands;
 - strings that name a file in a visited module's folder or one folder below it (data a module reads
   beside itself, e.g. ``selective_scan.c`` of ``dmlm.model.cscan``, ``schema/config.schema.yaml``).

@@ -129,7 +129,7 @@ def used_encoders(config: dict) -> set[tuple[str, str]]:
 
 def check_encoders(config: dict) -> list[str]:
     """Each used tokenizer's own checks (e.g. a pretrained encoder's weights folder), before any job."""
-    from dmlm.tokens import check_settings
+    from dmlm.tokens.registry import check_settings
 
     problems = []
     for modality, name in sorted(used_encoders(config)):

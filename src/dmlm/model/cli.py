@@ -26,7 +26,7 @@ def codebook_sizes(specs: list[str]) -> dict[str, int]:
     """``["audio=results/codebooks/.../mfcc.npz"]`` -> ``{"audio": 128}`` (each tokenizer's vocabulary).
 
     A codebook's ids lie in ``range(n_units)`` whatever its encoder, so this reads the codebook
-    alone: dispatching through ``dmlm.tokens.describe`` would put every encoder module in the
+    alone: dispatching through ``dmlm.tokens.registry.describe`` would put every encoder module in the
     train rule's code fingerprint, and adding or editing an encoder would retrain every run."""
     from dmlm.tokens.codebook import Codebook
 

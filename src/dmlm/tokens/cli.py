@@ -10,13 +10,13 @@ MODALITIES = ("audio", "lips", "image")
 
 
 def _fit_codebook(args: argparse.Namespace) -> None:
-    from dmlm.tokens import fit_codebook
+    from dmlm.tokens.registry import fit_codebook
 
     fit_codebook(args.modality, args.settings, args.media, args.out)
 
 
 def _encode(args: argparse.Namespace) -> None:
-    from dmlm.tokens import encode_media
+    from dmlm.tokens.registry import encode_media
 
     encode_media(args.modality, args.codebook, args.media, args.out_prefix)
 
@@ -43,7 +43,7 @@ def _encode_text(args: argparse.Namespace) -> None:
 def _describe(args: argparse.Namespace) -> None:
     import json
 
-    from dmlm.tokens import describe
+    from dmlm.tokens.registry import describe
 
     print(json.dumps(describe(args.path), sort_keys=True))
 
