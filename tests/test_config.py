@@ -58,13 +58,20 @@ def test_default_preset_meets_the_issue_floor(default_config):
         (lambda c: c["training"].__setitem__("per_backbone", {"gpt9": {"lr": 1e-3}}), "training.per_backbone.gpt9"),
         (lambda c: c["training"].__setitem__("per_backbone", {"opt-small": {"max_steps": 10}}), "training.per_backbone.opt-small"),
         (lambda c: c["training"].__setitem__("per_backbone", {"opt-small": {"lr": -1}}), "training.per_backbone.opt-small.lr"),
+        (lambda c: c["training"].__setitem__("per_backbone", {"opt-small": {"per_modalities": {"A+O": {"max_steps": 9}}}}),
+         "training.per_backbone.opt-small.per_modalities.A+O"),
+        (lambda c: c["training"].__setitem__("per_backbone", {"opt-small": {"per_modalities": {"A+X": {"lr": 1e-3}}}}),
+         "training.per_backbone.opt-small.per_modalities"),
+        (lambda c: c["training"].__setitem__("per_backbone", {"opt-small": {"per_modalities": {"L+I+A": {"lr": 1e-3}}}}),
+         "training.per_backbone.opt-small.per_modalities.L+I+A"),
     ],
     ids=["unknown-modality", "snr-as-word", "snr-as-string", "negative-seeds", "weight-not-number",
          "negative-weight", "unknown-backbone", "repeated-modality", "unknown-ocr-engine", "missing-pretrained",
          "unknown-encoder-name", "missing-encoder-weights", "unknown-order", "order-not-a-permutation",
          "unknown-layout", "unknown-loss-variant", "negative-transcript-weight", "unknown-over-length-policy",
          "interleaved-without-audio-and-lips", "per-backbone-unknown-backbone", "per-backbone-not-an-optimiser-key",
-         "per-backbone-negative-lr"],
+         "per-backbone-negative-lr", "per-modalities-not-an-optimiser-key", "per-modalities-not-a-modality-set",
+         "per-modalities-set-no-study-runs"],
 )
 def test_bad_values_name_the_key(default_config, mutate, key):
     config = copy.deepcopy(default_config)

@@ -119,6 +119,23 @@ def test_a_backbone_recipe_changes_only_that_backbones_runs():
     assert "per_backbone" not in tuned
 
 
+def test_a_backbone_recipe_per_modality_set_changes_only_those_runs():
+    """`per_backbone.<name>.per_modalities.<set>` (letters in any order) tunes that backbone's runs of
+    that set over the backbone's recipe; its other runs and the other backbone's keep their settings."""
+    c = config()
+    mamba = next(name for name, spec in c["backbones"].items() if spec["family"] == "mamba")
+    runs = ["A.mfcc.mix.opt-small.paper.s0", "A+O.mfcc.mix.opt-small.paper.s0",
+            f"A.mfcc.mix.{mamba}.paper.s0", f"A+O.mfcc.mix.{mamba}.paper.s0"]
+    c["training"]["per_backbone"] = {mamba: {"lr": 4e-3, "weight_decay": 0.1}}
+    before = {run: grid.run_settings(c, run) for run in runs}
+    c["training"]["per_backbone"][mamba]["per_modalities"] = {"O+A": {"lr": 8e-3}}
+    after = {run: grid.run_settings(c, run) for run in runs}
+    assert [after[run] == before[run] for run in runs] == [True, True, True, False]
+    tuned = after[f"A+O.mfcc.mix.{mamba}.paper.s0"]["training"]
+    assert tuned == dict(before[f"A+O.mfcc.mix.{mamba}.paper.s0"]["training"], lr=8e-3)
+    assert tuned["weight_decay"] == 0.1 and "per_modalities" not in tuned
+
+
 def test_a_recipe_with_its_own_placement_is_tested_with_it():
     c = config()
     c["noise"]["train_noise"]["whole"] = {"fraction_noisy": 0.5, "snrs": [0, -10], "placement": "whole"}

@@ -90,15 +90,32 @@ def check_references(config: dict) -> None:
                 f"config key backbones.{name}: a pretrained backbone may not be named '{LOCAL_TEXT}' "
                 "(the name of the locally trained text tokenizer)"
             )
-    for name in config["training"].get("per_backbone", {}):
-        if name not in config["backbones"]:
-            problems.append(f"config key training.per_backbone.{name}: no backbone of that name "
-                            f"(backbones: {', '.join(config['backbones'])})")
+    problems += check_backbone_recipes(config)
     problems += check_encoders(config)
     problems += check_text(config)
     problems += check_inputs(config)
     if problems:
         raise DmlmError("invalid workflow config:\n  " + "\n  ".join(problems))
+
+
+def check_backbone_recipes(config: dict) -> list[str]:
+    """`training.per_backbone` names defined backbones, and its `per_modalities` sets that a study
+    runs on that backbone (a set no run has is most likely a typo, which would tune nothing)."""
+    problems = []
+    for name, recipe in config["training"].get("per_backbone", {}).items():
+        if name not in config["backbones"]:
+            problems.append(f"config key training.per_backbone.{name}: no backbone of that name "
+                            f"(backbones: {', '.join(config['backbones'])})")
+            continue
+        studied = {frozenset(modset.split("+")) for spec in config["studies"].values()
+                   if name in spec["backbone"] for modset in spec["modalities"]}
+        for modset in recipe.get("per_modalities", {}):
+            if frozenset(modset.split("+")) not in studied:
+                problems.append(
+                    f"config key training.per_backbone.{name}.per_modalities.{modset}: no study runs "
+                    f"{name} on that modality set (its sets: "
+                    f"{', '.join(sorted('+'.join(sorted(s)) for s in studied)) or 'none'})")
+    return problems
 
 
 def check_inputs(config: dict) -> list[str]:

@@ -300,12 +300,19 @@ def run_settings(config: dict, run: str) -> dict:
 
 def run_training(training: dict, modalities: list[str], backbone: str) -> dict:
     """`training` as a run reads it: `per_backbone.<backbone>` overrides the optimisation settings
-    of that backbone's runs (a recipe chosen per backbone; the key reruns no other backbone's run);
+    of that backbone's runs (a recipe chosen per backbone; the key reruns no other backbone's run),
+    and its `per_modalities.<set>` (e.g. `A+O`, letters in any order) those of the backbone's runs of
+    that modality set over the backbone's (the paper tunes Mamba per modality combination);
     `drop_audio_beside` (a list of modalities) keeps the modality-dropout curriculum for the runs
     that read one of them beside audio and turns it off for the other multimodal runs. Audio-only
     runs ignore `drop_audio` and keep it as written, so the key reruns none of them."""
     training = dict(training)
-    training.update(training.pop("per_backbone", {}).get(backbone, {}))
+    recipe = dict(training.pop("per_backbone", {}).get(backbone, {}))
+    per_modalities = recipe.pop("per_modalities", {})
+    training.update(recipe)
+    for modset, settings in per_modalities.items():
+        if sorted(modality_names(modset)) == sorted(modalities):
+            training.update(settings)
     beside = training.pop("drop_audio_beside", None)
     if beside is not None and len(modalities) > 1 and not set(beside) & set(modalities):
         training.pop("drop_audio", None)
