@@ -64,6 +64,8 @@ def test_default_preset_meets_the_issue_floor(default_config):
          "training.per_backbone.opt-small.per_modalities"),
         (lambda c: c["training"].__setitem__("per_backbone", {"opt-small": {"per_modalities": {"L+I+A": {"lr": 1e-3}}}}),
          "training.per_backbone.opt-small.per_modalities.L+I+A"),
+        (lambda c: c["training"].__setitem__("per_backbone", {"opt-small": {"per_modalities": {"A+A": {"lr": 1e-3}}}}),
+         "training.per_backbone.opt-small.per_modalities.A+A"),
     ],
     ids=["unknown-modality", "snr-as-word", "snr-as-string", "negative-seeds", "weight-not-number",
          "negative-weight", "unknown-backbone", "repeated-modality", "unknown-ocr-engine", "missing-pretrained",
@@ -71,7 +73,7 @@ def test_default_preset_meets_the_issue_floor(default_config):
          "unknown-layout", "unknown-loss-variant", "negative-transcript-weight", "unknown-over-length-policy",
          "interleaved-without-audio-and-lips", "per-backbone-unknown-backbone", "per-backbone-not-an-optimiser-key",
          "per-backbone-negative-lr", "per-modalities-not-an-optimiser-key", "per-modalities-not-a-modality-set",
-         "per-modalities-set-no-study-runs"],
+         "per-modalities-set-no-study-runs", "per-modalities-repeated-modality"],
 )
 def test_bad_values_name_the_key(default_config, mutate, key):
     config = copy.deepcopy(default_config)

@@ -107,14 +107,14 @@ def check_backbone_recipes(config: dict) -> list[str]:
             problems.append(f"config key training.per_backbone.{name}: no backbone of that name "
                             f"(backbones: {', '.join(config['backbones'])})")
             continue
-        studied = {frozenset(modset.split("+")) for spec in config["studies"].values()
+        # letters sorted, as grid.run_training matches them (a repeated letter matches no run)
+        studied = {"+".join(sorted(modset.split("+"))) for spec in config["studies"].values()
                    if name in spec["backbone"] for modset in spec["modalities"]}
         for modset in recipe.get("per_modalities", {}):
-            if frozenset(modset.split("+")) not in studied:
+            if "+".join(sorted(modset.split("+"))) not in studied:
                 problems.append(
                     f"config key training.per_backbone.{name}.per_modalities.{modset}: no study runs "
-                    f"{name} on that modality set (its sets: "
-                    f"{', '.join(sorted('+'.join(sorted(s)) for s in studied)) or 'none'})")
+                    f"{name} on that modality set (its sets: {', '.join(sorted(studied)) or 'none'})")
     return problems
 
 
