@@ -11,7 +11,9 @@ set, from the workflow's own benchmark records). The compute is the study's own:
 report depends on (Snakemake's plan of the report from scratch, `-n --forceall`), runs shared with
 another study included, so each study's total is what it costs alone, however the workdir was
 shared. A training resumed after an interruption counts the training time of all its attempts
-(the run's train_log.tsv sums it as elapsed_s; the benchmark record times the last attempt only).
+(the run's train_log.tsv sums it as elapsed_s; the benchmark record times the last attempt only),
+and a training with no benchmark record (a model adopted from a recipe experiment that trained it
+with the same settings and inputs, see docs/results.md) counts the time its train_log.tsv records.
 provenance.json adds each Snakemake invocation (.snakemake/log) that ran one of those jobs:
 its start, wall-clock hours, and how many of its jobs were the study's.
 
@@ -117,7 +119,8 @@ def publish(configfile: Path, workdir: Path, out: Path, only: list[str] | None =
     records = with_resumed_trainings(measured(workdir / "results"), workdir / "results")
     totals = {}
     for study in finished:
-        compute = _compute(records, study_jobs(workdir, configfile, study), runs)
+        jobs = study_jobs(workdir, configfile, study)
+        compute = _compute(with_trainings_without_record(records, jobs, workdir / "results"), jobs, runs)
         totals[study] = compute[1]
         staging = Path(tempfile.mkdtemp(prefix=f".{study}-", dir=dest))
         try:
@@ -145,6 +148,20 @@ def with_resumed_trainings(records: pd.DataFrame, results: Path) -> pd.DataFrame
     return records.assign(s=[seconds(row) for row in records.itertuples()])
 
 
+def with_trainings_without_record(records: pd.DataFrame, jobs: set[str], results: Path) -> pd.DataFrame:
+    """Add a record for each train job of ``jobs`` that has none but whose run has a train_log.tsv
+    (a model trained outside the workflow and adopted into it): its logged training seconds, no
+    memory figure, ``adopted`` set so that the totals can say how many."""
+    rows = []
+    for job in sorted(jobs - set(records["job"])):
+        log = results / "runs" / Path(job).stem / "train_log.tsv"
+        if job.startswith("train/") and log.is_file():
+            elapsed = pd.read_csv(log, sep="\t")["elapsed_s"].dropna()
+            rows.append(dict(rule="train", job=job, s=float(elapsed.iloc[-1]) if len(elapsed) else float("nan"),
+                             max_rss_mb=float("nan"), cpu_s=float("nan"), adopted=True))
+    return pd.concat([records, pd.DataFrame(rows)], ignore_index=True) if rows else records
+
+
 def _compute(records: pd.DataFrame, jobs: set[str], runs: list[dict]) -> tuple[pd.DataFrame, dict]:
     """Per rule and in total, the benchmark records of the study's ``jobs``; the invocations that ran any."""
     records = records[records["job"].isin(jobs)]
@@ -154,6 +171,7 @@ def _compute(records: pd.DataFrame, jobs: set[str], runs: list[dict]) -> tuple[p
             "jobs": len(run["jobs"])} for run in runs if run["jobs"] & jobs]
     return per_rule, {"job_hours": round(float(per_rule["job_hours"].sum()), 2), "jobs": len(jobs),
                       "jobs_without_record": len(jobs - set(records["job"])),
+                      "trainings_adopted": int(records["adopted"].eq(True).sum()) if "adopted" in records else 0,
                       "wall_hours": round(sum(run["wall_hours"] for run in ran), 2), "invocations": ran}
 
 
@@ -178,7 +196,8 @@ def main() -> None:
     published, kept, missing, totals = publish(args.configfile, args.workdir, args.out, args.study)
     for study, total in totals.items():
         print(f"published: {study} ({total['job_hours']} job-hours over {total['jobs']} jobs, "
-              f"{total['jobs_without_record']} without a benchmark record; {len(total['invocations'])} invocations "
+              f"{total['jobs_without_record']} without a benchmark record, {total['trainings_adopted']} trainings "
+              f"adopted; {len(total['invocations'])} invocations "
               f"ran its jobs, {total['wall_hours']} h wall in all)")
     print(f"kept as published before: {', '.join(kept) or 'none'}; missing: {', '.join(missing) or 'none'}")
 

@@ -91,3 +91,25 @@ def test_a_resumed_training_counts_every_attempt(tiny_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     train = pd.read_csv(tmp_path / "tiny" / "tiny" / "compute.csv").set_index("rule").loc["train", "job_hours"]
     assert 2.0 < train < 2.1  # the two-hour run and the other, seconds
+
+
+def test_an_adopted_training_counts_its_logged_time(tiny_run, tmp_path):
+    # a model trained outside the workflow and adopted into it has no benchmark record: its
+    # train_log.tsv's training time counts, and the totals say one training was adopted
+    record = next((tiny_run / "results" / "benchmarks" / "train").glob("A.*.tsv"))
+    aside = tmp_path / "record.tsv"
+    record.rename(aside)
+    try:
+        proc = publish(tiny_run, tmp_path / "out")
+    finally:
+        aside.rename(record)
+    assert proc.returncode == 0, proc.stderr
+    logged = pd.read_csv(tiny_run / "results" / "runs" / record.stem / "train_log.tsv", sep="\t")["elapsed_s"].iloc[-1]
+    others = pd.read_csv(next(p for p in (tiny_run / "results" / "benchmarks" / "train").glob("*.tsv") if p != record),
+                         sep="\t")["s"].iloc[-1]
+    compute = pd.read_csv(tmp_path / "out" / "tiny" / "tiny" / "compute.csv").set_index("rule")
+    assert compute.loc["train", "jobs"] == 2
+    assert compute.loc["train", "job_hours"] == pytest.approx((logged + others) / 3600, abs=1e-3)
+    totals = json.loads((tmp_path / "out" / "tiny" / "tiny" / "provenance.json").read_text())["compute"]
+    assert totals["trainings_adopted"] == 1 and totals["jobs_without_record"] == 0
+    assert "1 trainings adopted" in proc.stdout
