@@ -135,30 +135,33 @@ def publish(configfile: Path, workdir: Path, out: Path, only: list[str] | None =
     return finished, kept, missing, totals
 
 
+def logged_training_seconds(results: Path, job: str) -> float | None:
+    """The training time a train job's run logged over all its attempts (train_log.tsv's last
+    elapsed_s), or None where the job is not a training or its run has no log."""
+    log = results / "runs" / Path(job).stem / "train_log.tsv"
+    if not job.startswith("train/") or not log.is_file():
+        return None
+    elapsed = pd.read_csv(log, sep="\t")["elapsed_s"].dropna()
+    return float(elapsed.iloc[-1]) if len(elapsed) else None
+
+
 def with_resumed_trainings(records: pd.DataFrame, results: Path) -> pd.DataFrame:
     """A train job's seconds: its benchmark record's, or the training time its train_log.tsv sums
     over resumed attempts where that is longer (the record times the last attempt only)."""
     def seconds(row) -> float:
-        log = results / "runs" / Path(row.job).stem / "train_log.tsv"
-        if row.rule != "train" or not log.is_file():
-            return row.s
-        elapsed = pd.read_csv(log, sep="\t")["elapsed_s"].dropna()
-        return max(row.s, float(elapsed.iloc[-1])) if len(elapsed) else row.s
+        logged = logged_training_seconds(results, row.job)
+        return row.s if logged is None else max(row.s, logged)
 
     return records.assign(s=[seconds(row) for row in records.itertuples()])
 
 
 def with_trainings_without_record(records: pd.DataFrame, jobs: set[str], results: Path) -> pd.DataFrame:
-    """Add a record for each train job of ``jobs`` that has none but whose run has a train_log.tsv
-    (a model trained outside the workflow and adopted into it): its logged training seconds, no
-    memory figure, ``adopted`` set so that the totals can say how many."""
-    rows = []
-    for job in sorted(jobs - set(records["job"])):
-        log = results / "runs" / Path(job).stem / "train_log.tsv"
-        if job.startswith("train/") and log.is_file():
-            elapsed = pd.read_csv(log, sep="\t")["elapsed_s"].dropna()
-            rows.append(dict(rule="train", job=job, s=float(elapsed.iloc[-1]) if len(elapsed) else float("nan"),
-                             max_rss_mb=float("nan"), cpu_s=float("nan"), adopted=True))
+    """Add a record for each train job of ``jobs`` that has none but whose run logged its training
+    time (a model trained outside the workflow and adopted into it): those seconds, no memory
+    figure, ``adopted`` set so that the totals can say how many."""
+    rows = [dict(rule="train", job=job, s=seconds, max_rss_mb=float("nan"), cpu_s=float("nan"), adopted=True)
+            for job in sorted(jobs - set(records["job"]))
+            if (seconds := logged_training_seconds(results, job)) is not None]
     return pd.concat([records, pd.DataFrame(rows)], ignore_index=True) if rows else records
 
 

@@ -101,20 +101,22 @@ def check_references(config: dict) -> None:
 def check_backbone_recipes(config: dict) -> list[str]:
     """`training.per_backbone` names defined backbones, and its `per_modalities` sets that a study
     runs on that backbone (a set no run has is most likely a typo, which would tune nothing)."""
+    from dmlm import grid
+
     problems = []
     for name, recipe in config["training"].get("per_backbone", {}).items():
         if name not in config["backbones"]:
             problems.append(f"config key training.per_backbone.{name}: no backbone of that name "
                             f"(backbones: {', '.join(config['backbones'])})")
             continue
-        # letters sorted, as grid.run_training matches them (a repeated letter matches no run)
-        studied = {"+".join(sorted(modset.split("+"))) for spec in config["studies"].values()
-                   if name in spec["backbone"] for modset in spec["modalities"]}
+        studied = sorted({modset for spec in config["studies"].values() if name in spec["backbone"]
+                          for modset in spec["modalities"]})
         for modset in recipe.get("per_modalities", {}):
-            if "+".join(sorted(modset.split("+"))) not in studied:
+            # matched as grid.run_training matches it: letters in any order, a repeated one matches none
+            if not any(grid.same_modalities(modset, grid.modality_names(run_set)) for run_set in studied):
                 problems.append(
                     f"config key training.per_backbone.{name}.per_modalities.{modset}: no study runs "
-                    f"{name} on that modality set (its sets: {', '.join(sorted(studied)) or 'none'})")
+                    f"{name} on that modality set (its sets: {', '.join(studied) or 'none'})")
     return problems
 
 

@@ -46,6 +46,12 @@ def modality_names(modset: str) -> list[str]:
     return [MODALITY_OF_LETTER[letter] for letter in modset.split("+")]
 
 
+def same_modalities(modset: str, modalities: list[str]) -> bool:
+    """Whether the set ``modset`` (e.g. 'O+A') names exactly ``modalities``, in any order (so 'A+A'
+    names no run's)."""
+    return sorted(modality_names(modset)) == sorted(modalities)
+
+
 def ordered(modset: str, order: str) -> str:
     """The modality set in sequence order: ``audio_first`` (audio, then the others as written),
     ``audio_last`` (the others as written, then audio), ``written`` (as written), or a permutation
@@ -311,7 +317,7 @@ def run_training(training: dict, modalities: list[str], backbone: str) -> dict:
     per_modalities = recipe.pop("per_modalities", {})
     training.update(recipe)
     for modset, settings in per_modalities.items():
-        if sorted(modality_names(modset)) == sorted(modalities):
+        if same_modalities(modset, modalities):
             training.update(settings)
     beside = training.pop("drop_audio_beside", None)
     if beside is not None and len(modalities) > 1 and not set(beside) & set(modalities):
